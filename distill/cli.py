@@ -1,0 +1,78 @@
+"""The `distill` command: run, validate, verify."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _cmd_validate(args) -> int:
+    from distill.spec import load_spec
+
+    spec = load_spec(args.spec)
+    print(f"ok: {spec.name}: {len(spec.prompts.sources)} prompt source(s), {len(spec.students)} student(s), "
+          f"{len(spec.eval.benchmarks)} benchmark(s); output {spec.output_dir}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from distill.run import run
+    from distill.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.output_dir:
+        spec.output_dir = os.path.abspath(args.output_dir)
+    summary = run(spec)
+    print(f"\nrun directory: {summary['output_dir']}")
+    for pkg in summary["packages"]:
+        print(f"package:       {pkg}\nmodel card:    {pkg}/README.md")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from distill.verify import verify_file
+
+    counts = verify_file(args.input, args.output, workers=args.workers, answer_format=args.answer_format)
+    total = sum(counts.values())
+    print(f"{total} rows -> {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="distill", description="Distil reasoning traces from a teacher into students.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a spec from prompts to packaged students (finished stages are skipped)")
+    r.add_argument("spec")
+    r.add_argument("--output-dir", help="override the spec's output_dir")
+    r.set_defaults(fn=_cmd_run)
+
+    v = sub.add_parser("validate", help="check a spec without running anything")
+    v.add_argument("spec")
+    v.set_defaults(fn=_cmd_validate)
+
+    f = sub.add_parser("verify", help="judge existing traces: rows with problem, answer, response")
+    f.add_argument("input", help=".jsonl or .parquet")
+    f.add_argument("output", help=".jsonl or .parquet (rows plus correct, reason, extracted)")
+    f.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    f.add_argument("--answer-format", default="plain", choices=["plain", "gsm8k", "boxed"],
+                   help="how the answer column is written: a value, a GSM8K '#### N' solution, or a \\boxed{} solution")
+    f.set_defaults(fn=_cmd_verify)
+
+    args = p.parse_args(argv)
+    from distill.spec import SpecError
+
+    try:
+        return args.fn(args)
+    except SpecError as e:
+        for line in str(e).splitlines():
+            print(f"spec error: {line}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Stage 7, package: a student people can download and use, with its scores and lineage.
+
+`package/<student>/` holds `merged/` (safetensors + tokenizer + generation config), `adapter/` for LoRA,
+`README.md` (a model card whose metadata carries the scores in Hugging Face's `model-index` form, plus the eval
+table and lineage) and `manifest.json` (the same facts for machines, and the sha256 of every file).
+Files are hard-linked from the train stage when the filesystem allows, so packaging costs no extra disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from distill.artifacts import file_digest
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def _eval_table(scores: dict, base_scores: dict | None) -> str:
+    head = "| benchmark | problems | k | base pass@1 | student pass@1 |\n|---|---|---|---|---|\n"
+    lines = []
+    for name, s in scores["benchmarks"].items():
+        b = (base_scores or {}).get("benchmarks", {}).get(name)
+        base = f"{100 * b['pass@1']:.1f} ± {100 * b['stderr']:.1f}" if b else "-"
+        lines.append(f"| {name} | {s['problems']} | {s['k']} | {base} | {100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} |")
+    return head + "\n".join(lines)
+
+
+def _model_index(name: str, scores: dict) -> list:
+    return [{
+        "name": name,
+        "results": [
+            {"task": {"type": "text-generation"},
+             "dataset": {"name": bench, "type": bench},
+             "metrics": [{"type": "pass@1", "value": round(100 * s["pass@1"], 2), "name": "pass@1"}]}
+            for bench, s in scores["benchmarks"].items()
+        ],
+    }]
+
+
+def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_scores: dict | None,
+                    lineage: dict) -> dict:
+    _link_tree(train_dir / "merged", out_dir / "merged")
+    if (train_dir / "adapter").exists():
+        _link_tree(train_dir / "adapter", out_dir / "adapter")
+    train_stats = json.loads((train_dir / "train_stats.json").read_text())
+    meta = {
+        "base_model": student.base,
+        "library_name": "transformers",
+        "tags": ["distill", "reasoning", "sft", student.method],
+        "model-index": _model_index(student.name, scores),
+    }
+    d = scores["decoding"]
+    card = (
+        f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"
+        f"# {student.name}\n\n"
+        f"A reasoning student distilled from **{lineage['teacher']}** into **{student.base}** "
+        f"({student.method} fine-tune) by distill.\n\n"
+        f"## Evaluation\n\n{_eval_table(scores, base_scores)}\n\n"
+        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems. Decoding: temperature "
+        f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens, seed {d['seed']}.\n\n"
+        f"## Lineage\n\n"
+        f"- teacher: `{lineage['teacher']}`\n- spec: `{lineage['spec_name']}` (sha256 prefix `{lineage['spec_hash']}`)\n"
+        f"- problems: {lineage['problems']}; traces generated: {lineage['generated']}; verified correct: "
+        f"{lineage['verified']}; kept for SFT: {lineage['kept']}\n"
+        f"- training: {train_stats['examples']} examples, {train_stats['steps']} steps, "
+        f"final loss {train_stats['train_loss']:.4f}\n\n"
+        f"## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f"tok = AutoTokenizer.from_pretrained(\"merged\")\nmodel = AutoModelForCausalLM.from_pretrained(\"merged\")\n```\n"
+        f"or `vllm serve merged`. The model thinks inside `<think>…</think>` and then answers in `\\boxed{{}}`.\n"
+    )
+    (out_dir / "README.md").write_text(card)
+    files = {str(p.relative_to(out_dir)): file_digest(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
+    manifest = {
+        "name": student.name, "base_model": student.base, "method": student.method,
+        "scores": scores, "base_scores": base_scores, "lineage": lineage, "training": train_stats,
+        "files": files,
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return {"student": student.name, "files": len(files)}

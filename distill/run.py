@@ -1,0 +1,124 @@
+"""`distill run`: the stages in order, each skipped when its marker matches its fingerprint.
+
+  prompts -> generate -> verify -> sft -> train/<student> -> eval/<model> -> package/<student>
+
+A stage's fingerprint covers its own config and its inputs' fingerprints, so changing a knob redoes that stage
+and everything downstream of it, and nothing upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from distill import artifacts, cluster
+from distill.dataset import build_sft_dataset
+from distill.evaluate import evaluate_model
+from distill.generate import generate_stage
+from distill.package import package_student
+from distill.prompts import build_prompts
+from distill.spec import Spec
+from distill.train import train_student
+from distill.verify import verify_stage
+
+
+def _log(msg: str) -> None:
+    print(f"[distill {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+class Runner:
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.root = Path(spec.output_dir)
+        self.markers: dict[str, dict] = {}
+
+    def stage(self, name: str, fp: str, build: Callable[[Path], dict | None]) -> dict:
+        path = self.root / name
+        if artifacts.is_done(path, fp):
+            _log(f"{name}: up to date, skipped")
+            m = artifacts.marker(path)
+        else:
+            _log(f"{name}: running")
+            m = artifacts.commit_stage(path, fp, build)
+            _log(f"{name}: done in {m['seconds']}s {json.dumps(m['stats'], default=str)[:300]}")
+        self.markers[name] = m
+        return m
+
+    def run(self) -> dict:
+        s = self.spec
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "spec.yaml").write_text(yaml.safe_dump(s.model_dump(), sort_keys=False))
+        cluster.configure(s.ray_address)
+
+        local_files = [artifacts.file_digest(src.path) for src in s.prompts.sources if src.path]
+        fp_prompts = artifacts.fingerprint("prompts", s.prompts.model_dump(), local_files)
+        self.stage("prompts", fp_prompts, lambda d: build_prompts(s.prompts, d))
+
+        fp_gen = artifacts.fingerprint("generate", fp_prompts, s.teacher.model_dump(), s.sampling.model_dump(), s.seed)
+        self.stage("generate", fp_gen,
+                   lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed))
+
+        fp_verify = artifacts.fingerprint("verify", fp_gen, s.filter.model_dump())
+        self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2))
+
+        fp_sft = artifacts.fingerprint("sft", fp_verify)
+        self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d))
+
+        ev = s.eval
+        fp_eval_cfg = ev.model_dump()
+        base_scores: dict[str, dict] = {}
+        if ev.benchmarks and ev.include_base:
+            for base in dict.fromkeys(st.base for st in s.students):
+                key = f"eval/base-{_slug(base)}"
+                fp = artifacts.fingerprint("eval-base", base, fp_eval_cfg, s.teacher.num_gpus, s.seed)
+                self.stage(key, fp, lambda d, b=base: evaluate_model(b, f"base:{b}", ev, s.teacher, s.seed, d))
+                base_scores[base] = json.loads((self.root / key / "scores.json").read_text())
+
+        lineage = self._lineage()
+        packages = []
+        for st in s.students:
+            train_key = f"train/{st.name}"
+            fp_train = artifacts.fingerprint("train", fp_sft, st.model_dump(), s.seed)
+            self.stage(train_key, fp_train, lambda d, st=st: train_student(self.root / "sft", d, st, s.seed))
+            train_dir = self.root / train_key
+
+            scores = None
+            fp_eval = artifacts.fingerprint("eval", fp_train, fp_eval_cfg, s.teacher.num_gpus, s.seed)
+            if ev.benchmarks:
+                key = f"eval/{st.name}"
+                self.stage(key, fp_eval, lambda d, st=st: evaluate_model(
+                    str(train_dir / "merged"), st.name, ev, s.teacher, s.seed, d))
+                scores = json.loads((self.root / key / "scores.json").read_text())
+            scores = scores or {"benchmarks": {}, "decoding": {**fp_eval_cfg, "seed": s.seed}}
+
+            pkg_key = f"package/{st.name}"
+            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage)
+            self.stage(pkg_key, fp_pkg, lambda d, st=st, sc=scores: package_student(
+                train_dir, d, st, sc, base_scores.get(st.base), lineage))
+            packages.append(str(self.root / pkg_key))
+
+        summary = {"spec": s.name, "spec_hash": s.fingerprint(), "output_dir": str(self.root),
+                   "packages": packages, "stages": {k: {"seconds": m["seconds"], "stats": m["stats"]}
+                                                    for k, m in self.markers.items()}}
+        (self.root / "run.json").write_text(json.dumps(summary, indent=2, default=str))
+        return summary
+
+    def _lineage(self) -> dict:
+        gen = self.markers["generate"]["stats"]
+        ver = self.markers["verify"]["stats"]
+        return {"teacher": self.spec.teacher.model, "spec_name": self.spec.name, "spec_hash": self.spec.fingerprint(),
+                "problems": gen["problems"], "generated": ver["generated"], "verified": ver["correct"],
+                "kept": ver["kept"], "drop_reasons": ver["reasons"]}
+
+
+def run(spec: Spec) -> dict:
+    return Runner(spec).run()

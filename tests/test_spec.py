@@ -1,0 +1,91 @@
+"""Spec validation: good specs load, bad ones fail with one line per problem naming the field."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from distill.cli import main
+from distill.spec import SpecError, load_spec, parse_spec
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "examples" / "quickstart.yaml"
+
+
+def _data() -> dict:
+    return yaml.safe_load(QUICKSTART.read_text())
+
+
+def _error(data: dict) -> str:
+    with pytest.raises(SpecError) as e:
+        parse_spec(data, base_dir=QUICKSTART.parent)
+    return str(e.value)
+
+
+def test_quickstart_spec_is_valid():
+    spec = load_spec(QUICKSTART)
+    assert spec.teacher.model == "smollm2-135m"
+    assert spec.sampling.n == 4
+    assert spec.students[0].method == "lora"
+    assert [b.name for b in spec.eval.benchmarks] == ["gsm8k_test", "math500"]
+    # local paths are resolved against the spec file, so the run does not depend on the current directory
+    assert spec.prompts.sources[1].path.endswith("datasets_spec/data/arithmetic.jsonl")
+
+
+def test_unknown_key_names_the_field():
+    d = _data()
+    d["teacher"]["modle"] = "x"
+    assert _error(d) == "teacher.modle: unknown key"
+
+
+def test_wrong_type_names_the_field():
+    d = _data()
+    d["sampling"]["n"] = "many"
+    msg = _error(d)
+    assert msg.startswith("sampling.n: ") and "\n" not in msg
+
+
+def test_missing_file_names_the_field():
+    d = _data()
+    d["prompts"]["sources"][1]["path"] = "nope.jsonl"
+    assert _error(d) == "prompts.sources[1].path: file not found: nope.jsonl"
+
+
+def test_unknown_dataset_and_benchmark():
+    d = _data()
+    d["prompts"]["sources"][0]["dataset"] = "gsm9k"
+    d["eval"]["benchmarks"][0]["name"] = "mmlu"
+    lines = _error(d).splitlines()
+    assert lines[0].startswith("prompts.sources[0].dataset: unknown dataset 'gsm9k'")
+    assert lines[1].startswith("eval.benchmarks[0].name: unknown dataset 'mmlu'")
+
+
+def test_missing_required_and_bad_method():
+    d = _data()
+    del d["teacher"]
+    d["students"][0]["method"] = "qlora"
+    lines = _error(d).splitlines()
+    assert "teacher: Field required" in lines
+    assert any(line.startswith("students[0].method: ") for line in lines)
+
+
+def test_duplicate_student_names():
+    d = _data()
+    d["students"].append(copy.deepcopy(d["students"][0]))
+    assert "duplicate name" in _error(d)
+
+
+def test_cli_validate(tmp_path, capsys):
+    assert main(["validate", str(QUICKSTART)]) == 0
+    assert capsys.readouterr().out.startswith("ok: quickstart")
+    d = _data()
+    d["sampling"]["temprature"] = 0.5
+    d["prompts"]["sources"][1]["path"] = str(REPO / "datasets_spec" / "data" / "arithmetic.jsonl")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(d))
+    assert main(["validate", str(bad)]) == 2
+    assert capsys.readouterr().err == "spec error: sampling.temprature: unknown key\n"
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err

@@ -1,0 +1,71 @@
+"""SFT of tiny Llama and Qwen2 students (LoRA and full): the trained student emits EOS and stops."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.dataset import assistant_turn
+from distill.spec import Student
+from distill.train import train_student
+
+EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
+
+
+def _sft_dir(tmp_path):
+    import datasets
+
+    rows = [{"prompt": [{"role": "user", "content": q}],
+             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
+            for q, a in EXAMPLES]
+    sft = tmp_path / "sft"
+    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
+    return sft
+
+
+def _generate(model_dir, prompt: str, max_new_tokens: int = 64) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return out[0, ids["input_ids"].shape[1]:].tolist(), tok
+
+
+@pytest.mark.parametrize("arch,method,lr,epochs", [
+    ("llama", "lora", 1e-2, 100),
+    ("llama", "full", 1e-2, 60),
+    ("qwen2", "lora", 1e-2, 100),
+    ("qwen2", "full", 1e-2, 60),
+])
+def test_trained_student_stops_with_eos(arch, method, lr, epochs, tmp_path, request):
+    base = request.getfixturevalue(f"tiny_{arch}")
+    student = Student(name=f"t-{arch}-{method}", base=str(base), method=method, epochs=epochs,
+                      learning_rate=lr, batch_size=4, max_length=128,
+                      lora={"r": 32, "alpha": 64, "dropout": 0.0})
+    out = tmp_path / "train"
+    out.mkdir()
+    stats = train_student(_sft_dir(tmp_path), out, student, seed=0)
+    assert stats["examples"] == len(EXAMPLES) and stats["dropped_over_max_length"] == 0
+    assert stats["train_loss"] > 0
+    assert (out / "merged" / "model.safetensors").exists()
+    assert (out / "adapter").exists() == (method == "lora")
+    assert json.loads((out / "merged" / "generation_config.json").read_text())["eos_token_id"] is not None
+
+    generated, tok = _generate(out / "merged", EXAMPLES[0][0])
+    assert tok.eos_token_id in generated, tok.decode(generated)
+    text = tok.decode(generated[: generated.index(tok.eos_token_id)])
+    assert "</think>" in text and "\\boxed{5}" in text, text
+
+
+def test_over_long_examples_are_dropped_not_truncated(tmp_path, tiny_llama):
+    student = Student(name="t", base=str(tiny_llama), method="full", epochs=1, max_length=16)
+    out = tmp_path / "train"
+    out.mkdir()
+    with pytest.raises(ValueError, match="longer than max_length=16: 2"):
+        train_student(_sft_dir(tmp_path), out, student, seed=0)
