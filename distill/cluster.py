@@ -1,9 +1,12 @@
-"""Where Ray work runs: the cluster named by the spec or RAY_ADDRESS, else an embedded local Ray."""
+"""Where Ray work runs: the spec's `ray_address`, else RAY_ADDRESS (set inside `ray job submit`), else an
+embedded local Ray started on this machine."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+PACKAGE_DIR = Path(__file__).resolve().parent
 _address: str | None = None
 
 
@@ -17,15 +20,16 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
-    address = _address or os.environ.get("RAY_ADDRESS")
-    # Workers must import `distill` the same way the driver does (the repo may not be installed there).
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [_project_root(), os.environ.get("PYTHONPATH")]))}}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    if _address:
+        # A cluster this driver connects to: ship the distill package to its workers.
+        ray.init(address=_address, runtime_env={"py_modules": [str(PACKAGE_DIR)]})
+    elif os.environ.get("RAY_ADDRESS"):
+        ray.init()  # inside a Ray job: the job's runtime env (working_dir) already carries the code
     else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
-    ray.data.DataContext.get_current().enable_progress_bars = True
-
-
-def _project_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # Embedded: workers are local processes, so pointing them at this checkout is enough.
+        path = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")]))
+        # Ray runs workers at nice 15 by default; here the workers ARE the job (the vLLM engines), and anything
+        # else on the machine would starve them.
+        # address="local": start our own instance even if another Ray runs on this machine.
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
+                 _system_config={"worker_niceness": 0})

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from distill import cluster
 from distill.models import resolve_model
@@ -35,6 +36,7 @@ class VLLMWorker:
             # In-process engine: a separate engine-core process busy-polls a whole core, which on a small CPU
             # machine is a core taken from the model (measured 121 -> 198 tokens/s on 2 cores, SmolLM2-135M).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # per-request INFO lines drown the progress
         from vllm import LLM, SamplingParams
 
         opts = {**(CPU_ENGINE_DEFAULTS if on_cpu else {}), **engine}
@@ -72,13 +74,17 @@ def generate_table(prompts: pa.Table, model: str, sampling: Sampling | dict, tea
                    out_dir: Path | None = None) -> pa.Table | None:
     """Run prompts (a table with a `prompt` column) through `replicas` engine actors.
 
-    With out_dir the traces are streamed to Parquet parts there (returns None); else returned as a table."""
+    With out_dir the traces are streamed into Parquet parts there as batches finish (returns None); else they
+    are returned as one table."""
     import ray
 
     cluster.ensure_ray()
     params = sampling.model_dump() if hasattr(sampling, "model_dump") else dict(sampling)
-    ds = ray.data.from_arrow(prompts).repartition(max(1, prompts.num_rows // teacher.batch_size))
-    ds = ds.map_batches(
+    # Blocks are cut here, not with ds.repartition(): a repartition is a Ray task that needs a free CPU, and
+    # when the engine actors hold every CPU (the usual case on one machine) it would wait forever.
+    step = teacher.batch_size
+    blocks = [prompts.slice(i, step) for i in range(0, prompts.num_rows, step)] or [prompts]
+    ds = ray.data.from_arrow(blocks).map_batches(
         VLLMWorker,
         fn_constructor_kwargs={
             "model": resolve_model(model), "engine": teacher.engine, "sampling": params, "seed": seed,
@@ -90,10 +96,14 @@ def generate_table(prompts: pa.Table, model: str, sampling: Sampling | dict, tea
         num_cpus=teacher.num_cpus,
         num_gpus=teacher.num_gpus,
     )
-    if out_dir is None:
-        return pa.concat_tables(ray.get(ds.to_arrow_refs()))
-    ds.write_parquet(str(out_dir))
-    return None
+    # The driver pulls finished batches and writes them: again no extra Ray tasks competing for CPUs.
+    parts = []
+    for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
+        if out_dir is None:
+            parts.append(batch)
+        else:
+            pq.write_table(batch, out_dir / f"part-{i:05d}.parquet")
+    return pa.concat_tables(parts) if out_dir is None else None
 
 
 def generate_stage(prompts_dir: Path, out_dir: Path, teacher: Teacher, sampling: Sampling, seed: int) -> dict:

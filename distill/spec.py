@@ -1,7 +1,8 @@
 """The run spec: one YAML file, validated by pydantic, that says everything a run does.
 
-Every model forbids unknown keys, so a typo is an error rather than a silently ignored knob. Paths in a spec
-are relative to the spec file. `load_spec` turns every validation failure into one line naming the field.
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored knob. Input paths are
+relative to the spec file; `output_dir` is relative to the current directory. `load_spec` turns every
+validation failure into one line naming the field.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from distill import catalog
 
-DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
 class SpecError(ValueError):
@@ -206,6 +207,6 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(data, dict):
         raise SpecError("spec: the top level must be a mapping")
     spec = parse_spec(data, base_dir=path.parent)
-    if not Path(spec.output_dir).is_absolute():
-        spec.output_dir = str((path.parent / spec.output_dir).resolve())
+    # Inputs are found next to the spec; the output goes where the user runs it from, like any build tool.
+    spec.output_dir = str(Path(spec.output_dir).resolve())
     return spec
