@@ -15,7 +15,7 @@ from typing import Any, Iterator, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-AnswerFormat = Literal["gsm8k", "boxed", "plain", "none"]
+AnswerFormat = Literal["gsm8k", "boxed", "plain", "none", "code"]  # code: JSON test cases (distill.verify.code)
 
 CATALOG_DIR = Path(__file__).resolve().parent.parent / "datasets_spec"
 

@@ -1,4 +1,4 @@
-"""The `distill` command: run, validate, verify."""
+"""The `distill` command: run, validate, verify, audit, report."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def _cmd_run(args) -> int:
     print(f"\nrun directory: {summary['output_dir']}")
     for pkg in summary["packages"]:
         print(f"package:       {pkg}\nmodel card:    {pkg}/README.md")
+    if summary.get("report"):
+        print(f"report:        {summary['report']}")
     return 0
 
 
@@ -36,6 +38,21 @@ def _cmd_verify(args) -> int:
     counts = verify_file(args.input, args.output, workers=args.workers, answer_format=args.answer_format)
     total = sum(counts.values())
     print(f"{total} rows -> {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from distill.verify.audit import audit
+
+    return audit(args.input, sample_size=args.sample, seed=args.seed, out_path=args.out,
+                 answer_format=args.answer_format, workers=args.workers, min_precision=args.min_precision,
+                 min_recall=args.min_recall)
+
+
+def _cmd_report(args) -> int:
+    from distill.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
     return 0
 
 
@@ -59,6 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--answer-format", default="plain", choices=["plain", "gsm8k", "boxed"],
                    help="how the answer column is written: a value, a GSM8K '#### N' solution, or a \\boxed{} solution")
     f.set_defaults(fn=_cmd_verify)
+
+    a = sub.add_parser("audit", help="sample verdicts for review, or score the verifier on labelled rows")
+    a.add_argument("input", help="a run directory, judged traces (.parquet/.jsonl), or rows with a 'label' column")
+    a.add_argument("--sample", type=int, default=20, help="accepted and rejected verdicts to sample (each)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", help="write the sample (JSONL, with empty labels) or the scores (JSON) here")
+    a.add_argument("--answer-format", default="plain", choices=["plain", "gsm8k", "boxed", "code"])
+    a.add_argument("--workers", type=int, default=1, help="checker processes")
+    a.add_argument("--min-precision", type=float, help="exit 1 when precision on labelled rows is lower")
+    a.add_argument("--min-recall", type=float, help="exit 1 when recall on labelled rows is lower")
+    a.set_defaults(fn=_cmd_audit)
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report.html: funnel, lengths, scores and cost (also mid-run)")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
+    rp.set_defaults(fn=_cmd_report)
+
+    from distill.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
+
+    add_commands(sub)
 
     args = p.parse_args(argv)
     from distill.spec import SpecError

@@ -50,8 +50,17 @@ def _model_index(name: str, scores: dict) -> list:
     }]
 
 
+def _cost_line(ledger: dict | None) -> str:
+    if not ledger:
+        return ""
+    t = ledger["total"]
+    cost = f", estimated cost {t['cost_usd']:.2f} {ledger['prices']['currency']}" if t["cost_usd"] else ""
+    return (f"- compute: {t['tokens_in']:,.0f} prompt + {t['tokens_out']:,.0f} generated tokens, "
+            f"{t['accelerator_seconds'] / 3600:.2f} accelerator-hours{cost}\n")
+
+
 def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_scores: dict | None,
-                    lineage: dict) -> dict:
+                    lineage: dict, ledger: dict | None = None) -> dict:
     _link_tree(train_dir / "merged", out_dir / "merged")
     if (train_dir / "adapter").exists():
         _link_tree(train_dir / "adapter", out_dir / "adapter")
@@ -76,7 +85,8 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"- problems: {lineage['problems']}; traces generated: {lineage['generated']}; verified correct: "
         f"{lineage['verified']}; kept for SFT: {lineage['kept']}\n"
         f"- training: {train_stats['examples']} examples, {train_stats['steps']} steps, "
-        f"final loss {train_stats['train_loss']:.4f}\n\n"
+        f"final loss {train_stats['train_loss']:.4f}\n"
+        f"{_cost_line(ledger)}\n"
         f"## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
         f"tok = AutoTokenizer.from_pretrained(\"merged\")\nmodel = AutoModelForCausalLM.from_pretrained(\"merged\")\n```\n"
         f"or `vllm serve merged`. The model thinks inside `<think>…</think>` and then answers in `\\boxed{{}}`.\n"
@@ -86,7 +96,7 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
     manifest = {
         "name": student.name, "base_model": student.base, "method": student.method,
         "scores": scores, "base_scores": base_scores, "lineage": lineage, "training": train_stats,
-        "files": files,
+        "ledger": ledger, "files": files,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return {"student": student.name, "files": len(files)}

@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from distill import artifacts, cluster
+from distill import artifacts, cluster, ledger
 from distill.dataset import build_sft_dataset
 from distill.evaluate import evaluate_model
 from distill.generate import generate_stage
@@ -54,6 +54,26 @@ class Runner:
         return m
 
     def run(self) -> dict:
+        """Run every stage; write `report.html` at the end, also when a stage failed (it shows how far it got)."""
+        try:
+            summary = self._run_stages()
+        finally:
+            report = self._write_report()
+        summary["report"] = str(report) if report else None
+        return summary
+
+    def _write_report(self) -> Path | None:
+        from distill.report import write_report
+
+        try:
+            path = write_report(self.root)
+        except Exception as e:  # noqa: BLE001 - a broken report must never hide the run's own result or error
+            _log(f"report: not written ({type(e).__name__}: {e})")
+            return None
+        _log(f"report: {path}")
+        return path
+
+    def _run_stages(self) -> dict:
         s = self.spec
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "spec.yaml").write_text(yaml.safe_dump(s.model_dump(), sort_keys=False))
@@ -65,7 +85,7 @@ class Runner:
 
         fp_gen = artifacts.fingerprint("generate", fp_prompts, s.teacher.model_dump(), s.sampling.model_dump(), s.seed)
         self.stage("generate", fp_gen,
-                   lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed))
+                   lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed, prices=s.prices))
 
         fp_verify = artifacts.fingerprint("verify", fp_gen, s.filter.model_dump())
         self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2))
@@ -88,7 +108,8 @@ class Runner:
         for st in s.students:
             train_key = f"train/{st.name}"
             fp_train = artifacts.fingerprint("train", fp_sft, st.model_dump(), s.seed)
-            self.stage(train_key, fp_train, lambda d, st=st: train_student(self.root / "sft", d, st, s.seed))
+            self.stage(train_key, fp_train, lambda d, st=st: train_student(
+                self.root / "sft", d, st, s.seed, checkpoint_dir=self.root / "checkpoints" / st.name))
             train_dir = self.root / train_key
 
             scores = None
@@ -101,14 +122,16 @@ class Runner:
             scores = scores or {"benchmarks": {}, "decoding": {**fp_eval_cfg, "seed": s.seed}}
 
             pkg_key = f"package/{st.name}"
-            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage)
-            self.stage(pkg_key, fp_pkg, lambda d, st=st, sc=scores: package_student(
-                train_dir, d, st, sc, base_scores.get(st.base), lineage))
+            costs = ledger.build(self.markers, s)  # what this student has cost so far, in its manifest
+            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage, costs)
+            self.stage(pkg_key, fp_pkg, lambda d, st=st, sc=scores, c=costs: package_student(
+                train_dir, d, st, sc, base_scores.get(st.base), lineage, c))
             packages.append(str(self.root / pkg_key))
 
         summary = {"spec": s.name, "spec_hash": s.fingerprint(), "output_dir": str(self.root),
                    "packages": packages, "stages": {k: {"seconds": m["seconds"], "stats": m["stats"]}
-                                                    for k, m in self.markers.items()}}
+                                                    for k, m in self.markers.items()},
+                   "ledger": ledger.build(self.markers, s)}
         (self.root / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
 
@@ -117,7 +140,8 @@ class Runner:
         ver = self.markers["verify"]["stats"]
         return {"teacher": self.spec.teacher.model, "spec_name": self.spec.name, "spec_hash": self.spec.fingerprint(),
                 "problems": gen["problems"], "generated": ver["generated"], "verified": ver["correct"],
-                "kept": ver["kept"], "drop_reasons": ver["reasons"]}
+                "kept": ver["kept"], "drop_reasons": ver["reasons"],
+                "spec": self.spec.model_dump(mode="json")}  # holds env-var names for keys, never key values
 
 
 def run(spec: Spec) -> dict:

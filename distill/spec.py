@@ -39,14 +39,37 @@ def _existing(path: str, info: ValidationInfo) -> str:
 
 
 class Teacher(Strict):
-    model: str = Field(description="HF hub id, local directory, or the built-in alias 'smollm2-135m'")
-    backend: Literal["vllm"] = "vllm"
+    model: str = Field(description="HF hub id, local directory, or the built-in alias 'smollm2-135m'; for the "
+                                   "'openai' backend the model name the endpoint serves")
+    backend: Literal["vllm", "openai"] = Field("vllm", description="'vllm': offline engines in Ray actors; "
+                                                                    "'openai': an OpenAI-compatible HTTP endpoint")
     engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for vllm.LLM")
     replicas: int = Field(1, ge=1, description="data-parallel engine copies (Ray actors)")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs the CPU build")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica")
     batch_size: int = Field(64, ge=1, description="prompts handed to one engine call")
     system_prompt: str | None = None
+    # Sharding: prompts are processed in shards of this many problems; each shard's traces are committed
+    # atomically, and a re-run after a crash only generates the shards that are missing. Unset: batch_size.
+    shard_size: int | None = Field(None, ge=1, description="problems per committed shard (default batch_size)")
+    max_shard_attempts: int = Field(3, ge=1, description="tries per shard when its engine worker dies")
+    # The 'openai' backend (vLLM/SGLang servers, hosted APIs). The key is read from the environment variable
+    # named here; its value is never logged or written anywhere.
+    base_url: str | None = Field(None, description="endpoint root, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once (openai backend)")
+    timeout_s: float = Field(600, gt=0, description="per-request timeout in seconds (openai backend)")
+    max_retries: int = Field(5, ge=0, description="retries on 429/5xx/timeouts/malformed replies (openai backend)")
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per retry, with jitter")
+    max_backoff_s: float = Field(60.0, gt=0, description="cap on one retry delay (Retry-After is honoured)")
+    send_seed: bool = Field(False, description="send a per-request seed (seed + sample index); off because "
+                                               "the vLLM CPU build crashes on per-request seeds")
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> Teacher:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("backend 'openai' needs base_url")
+        return self
 
 
 class Source(Strict):
@@ -98,12 +121,60 @@ class Sampling(Strict):
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(1024, ge=1)
+    # Adaptive sampling: verify traces as they arrive and keep sampling a problem only while it has fewer than
+    # `until_verified` correct traces and fewer than `max_samples` samples. `n` is then ignored. Problems
+    # without a reference answer get exactly one sample.
+    until_verified: int | None = Field(None, ge=1, description="stop sampling a problem at this many verified traces")
+    max_samples: int | None = Field(None, ge=1, description="sample budget per problem with until_verified")
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> Sampling:
+        if self.until_verified is not None:
+            self.max_samples = self.max_samples or max(self.n, self.until_verified)
+            if self.max_samples < self.until_verified:
+                raise ValueError("max_samples must be >= until_verified")
+        elif self.max_samples is not None:
+            raise ValueError("max_samples needs until_verified")
+        return self
+
+
+class Prices(Strict):
+    """Prices for the cost ledger; each optional (0 = free). Same shape `distill/report.py` reads."""
+
+    currency: str = "USD"
+    accelerator_hour: float = Field(0.0, ge=0, description="per accelerator (GPU) hour")
+    prompt_tokens_per_million: float = Field(0.0, ge=0, description="teacher input tokens (an API teacher)")
+    completion_tokens_per_million: float = Field(0.0, ge=0, description="teacher output tokens")
 
 
 class Filter(Strict):
+    """The verify & filter stage (distill/verify/): every knob below names the funnel reason it drives."""
+
     drop_truncated: bool = Field(True, description="drop traces that hit max_tokens (finish reason 'length')")
     keep_unreferenced: bool = Field(True, description="keep traces of problems with no reference answer")
     max_per_problem: int | None = Field(None, ge=1, description="cap kept traces per problem")
+    # trace filters
+    require_think: bool = Field(False, description="drop traces with no '</think>' (missing_think); for "
+                                "R1-style teachers. An unclosed '<think>' is always dropped (unclosed_think)")
+    min_chars: int = Field(0, ge=0, description="drop shorter responses (too_short)")
+    max_chars: int | None = Field(None, ge=1, description="drop longer responses (too_long)")
+    max_repetition: float = Field(0.5, gt=0, le=1, description="drop a trace when more than this share of the "
+                                  "32-character shingles of its last 4,000 characters repeat (repetition); 1: off")
+    language_mixing: bool = Field(True, description="drop traces that mix scripts/languages (language_mixing)")
+    max_foreign_chars: int = Field(5, ge=1, description="letters of another script that count as mixing")
+    # dedup and decontamination
+    dedup_problems: bool = Field(True, description="drop traces of duplicate / near-duplicate problems (same "
+                                 "reference answer) after the first such problem")
+    dedup_traces: bool = Field(True, description="drop exact and near-duplicate traces after the first")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity (MinHash "
+                                            "of character shingles) from which texts are near-duplicates; 1: exact only")
+    decontaminate: bool = Field(True, description="drop problems sharing an n-gram with an evaluated benchmark")
+    decontam_ngram: int = Field(8, ge=1, description="n of the n-gram overlap (open-r1 uses 8)")
+    # verifier limits (math-verify runs in killable worker processes; code in a sandbox)
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock limit per answer comparison")
+    verify_memory_mb: int = Field(1024, ge=64, description="memory limit of a checker process")
+    code_timeout_s: float = Field(10.0, gt=0, description="CPU-time limit of a code answer's run (wall: +2 s)")
+    code_memory_mb: int = Field(512, ge=32, description="memory limit of a code answer's process")
 
 
 class Lora(Strict):
@@ -125,6 +196,14 @@ class Student(Strict):
     max_length: int = Field(4096, ge=16, description="tokens per training example")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     bf16: bool = False
+    packing: bool = Field(True, description="best-fit-decreasing packing, padding-free: no compute spent on pad")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory on long traces")
+    workers: int = Field(1, ge=1, description=">1: Ray Train TorchTrainer, one process per worker (DDP)")
+    fsdp: bool = Field(False, description="with workers > 1: shard parameters with FSDP instead of DDP")
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (Ray Train runs resume from the last)")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train allows before giving up")
 
 
 class Benchmark(Strict):
@@ -163,6 +242,7 @@ class Spec(Strict):
     filter: Filter = Field(default_factory=Filter)
     students: list[Student] = Field(min_length=1)
     eval: Eval = Field(default_factory=Eval)
+    prices: Prices | None = Field(None, description="for the cost ledger in run.json and the package manifest")
 
     @model_validator(mode="after")
     def _unique_students(self) -> Spec:

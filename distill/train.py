@@ -40,32 +40,23 @@ def _within_length(ds, tok, max_length: int):
     return keep, len(ds) - len(keep), int(sum(keep["n_tokens"]))
 
 
-def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int) -> dict:
-    import datasets
+def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
+    """TRL's SFTTrainer for `student` on a prompt-completion dataset; `overrides` go to SFTConfig (bench/sft.py
+    builds its plain-TRL baseline from the same function with packing off)."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     base = resolve_model(student.base)
-    tok = _load_tokenizer(base)
-    ds = datasets.load_from_disk(str(sft_dir / "hf"))
-    ds, too_long, n_tokens = _within_length(ds, tok, student.max_length)
-    if len(ds) == 0:
-        raise ValueError(f"student '{student.name}': no training examples (kept traces: {len(ds) + too_long}, "
-                         f"longer than max_length={student.max_length}: {too_long})")
-    ds = ds.remove_columns([c for c in ds.column_names if c not in ("prompt", "completion")])
-
     use_cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(
-        base, dtype=torch.bfloat16 if student.bf16 else torch.float32
-    )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if student.bf16 else torch.float32)
     peft_config = None
     if student.method == "lora":
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=student.lora.r, lora_alpha=student.lora.alpha, lora_dropout=student.lora.dropout,
                                  target_modules=student.lora.target_modules, task_type="CAUSAL_LM")
-    args = SFTConfig(
+    config = dict(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=student.epochs,
         learning_rate=student.learning_rate,
@@ -74,6 +65,13 @@ def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int) -> 
         warmup_steps=student.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of all steps
         max_length=student.max_length,
         completion_only_loss=True,
+        # Best-fit-decreasing packing into max_length bins, flattened padding-free: reasoning traces vary 10x in
+        # length, and padding a batch to its longest wastes most of the compute. Sequence boundaries travel as
+        # position_ids, so attention never crosses examples.
+        packing=student.packing,
+        packing_strategy="bfd",
+        padding_free=student.packing,
+        gradient_checkpointing=student.gradient_checkpointing,
         bf16=student.bf16,
         use_cpu=not use_cuda,
         seed=seed,
@@ -82,7 +80,40 @@ def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int) -> 
         logging_steps=1,
         disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    if student.fsdp:
+        config["fsdp"] = "full_shard auto_wrap"
+    config.update(overrides)
+    return SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
+                      processing_class=_load_tokenizer(base), peft_config=peft_config)
+
+
+def tokenizer_for(student: Student):
+    return _load_tokenizer(resolve_model(student.base))
+
+
+def load_sft(sft_dir: Path, student: Student):
+    """(dataset of prompt/completion, examples dropped as too long, tokens kept) for one student."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(sft_dir / "hf"))
+    ds, too_long, n_tokens = _within_length(ds, tokenizer_for(student), student.max_length)
+    if len(ds) == 0:
+        raise ValueError(f"student '{student.name}': no training examples (kept traces: {len(ds) + too_long}, "
+                         f"longer than max_length={student.max_length}: {too_long})")
+    return ds.remove_columns([c for c in ds.column_names if c not in ("prompt", "completion")]), too_long, n_tokens
+
+
+def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int,
+                  checkpoint_dir: Path | None = None) -> dict:
+    import torch
+
+    if student.workers > 1:
+        from distill.train_distributed import train_with_ray
+
+        return train_with_ray(sft_dir, out_dir, student, seed, checkpoint_dir or out_dir / "checkpoints")
+    tok = tokenizer_for(student)
+    ds, too_long, n_tokens = load_sft(sft_dir, student)
+    trainer = build_trainer(ds, student, out_dir, seed)
     t0 = time.time()
     result = trainer.train()
     seconds = time.time() - t0
@@ -92,11 +123,26 @@ def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int) -> 
         "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
         "steps": result.global_step, "train_loss": result.training_loss,
         "seconds": round(seconds, 2), "tokens_per_second": round(n_tokens * student.epochs / max(seconds, 1e-9), 1),
-        "device": "cuda" if use_cuda else "cpu",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=2))
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return stats
+
+
+def stop_token_ids(tok) -> list[int]:
+    """EOS plus the chat template's end-of-turn token. The student is trained to end its turn with whatever the
+    template closes a turn with (`<|im_end|>` for Qwen, `<|eot_id|>` for Llama-3); when that is not the
+    tokenizer's EOS (base models: Qwen2.5-Math's EOS is `<|endoftext|>`), a generation config holding only EOS
+    gives a student that never stops. Found by rendering a turn and reading the token after its content."""
+    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    marker = "distill-end-of-turn-probe"
+    text = tok.apply_chat_template([{"role": "user", "content": "q"}, {"role": "assistant", "content": marker}],
+                                   tokenize=False)
+    after = tok(text.split(marker, 1)[1], add_special_tokens=False)["input_ids"] if marker in text else []
+    if after and after[0] in tok.all_special_ids and after[0] not in ids:
+        ids.append(after[0])
+    return ids
 
 
 def _save(model, tok, student: Student, out_dir: Path) -> None:
@@ -104,7 +150,7 @@ def _save(model, tok, student: Student, out_dir: Path) -> None:
     if student.method == "lora":
         model.save_pretrained(out_dir / "adapter", safe_serialization=True)
         model = model.merge_and_unload()
-    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.eos_token_id = stop_token_ids(tok)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out_dir / "merged", safe_serialization=True)
     tok.save_pretrained(out_dir / "merged")

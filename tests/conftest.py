@@ -21,7 +21,8 @@ def _tiny(arch: str, out: Path) -> Path:
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                  # head_dim 32 (64 / 2 heads): the smallest head size vLLM's CPU attention supports
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                   tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                   pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)

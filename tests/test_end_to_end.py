@@ -81,6 +81,7 @@ def test_whole_spec_then_rerun_skips(tmp_path, tiny_llama):
     for bench, s in scores["benchmarks"].items():
         assert f"| {bench} | 2 | 2 |" in card and f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} |" in card
     assert f"model card:    {pkg}/README.md" in out
+    assert f"report:        {run / 'report.html'}" in out and (run / "report.html").stat().st_size > 10_000
 
     # a re-run skips every stage and leaves every artifact as it was
     before = {p: p.stat().st_mtime_ns for p in run.rglob("_DONE.json")}

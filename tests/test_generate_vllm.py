@@ -1,28 +1,133 @@
-"""The generate stage on the real vLLM CPU engine inside Ray (tiny random Llama: fast, output is noise)."""
+"""The generate stage on the real vLLM CPU engine inside a real local Ray (tiny random Llama: fast, output is
+noise): n samples per prompt, a worker killed mid-run, a driver killed mid-run and resumed. Every
+(problem_id, sample_index) must appear exactly once."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_table
+from distill.generate import generate_stage, generate_table
 from distill.spec import Sampling, Teacher
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+ENGINE = {"max_model_len": 256, "enforce_eager": True, "gpu_memory_utilization": 0.05}  # ~1 GiB of KV cache
 
-def test_vllm_actor_pool_writes_n_samples_per_prompt(tiny_llama, ray_local, tmp_path):
-    prompts = pa.Table.from_pylist([{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(5)])
+
+def _rows(out):
+    return [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray_local, tmp_path):
+    prompts = pa.Table.from_pylist([{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(6)])
     teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
-                      engine={"max_model_len": 256, "enforce_eager": True})
+                      engine=ENGINE)
     out = tmp_path / "generate"
+    seen = []
+
+    def kill_first_worker(info):
+        seen.append(info)
+        if len(seen) == 1:
+            os.kill(info["pid"], signal.SIGKILL)  # the engine actor dies with shards still queued on it
+
     generate_table(prompts, str(tiny_llama), Sampling(n=3, temperature=1.0, max_tokens=12), teacher, seed=0,
-                   out_dir=out)
-    rows = pa.concat_tables([pa.parquet.read_table(p) for p in sorted(out.glob("*.parquet"))]).to_pylist()
+                   out_dir=out, on_shard=kill_first_worker)
+    rows = _rows(out)
     assert sorted((r["problem_id"], r["sample_index"]) for r in rows) == [
-        (f"p{i}", s) for i in range(5) for s in range(3)]
+        (f"p{i}", s) for i in range(6) for s in range(3)]
+    assert len(seen) == 3 and len({i["pid"] for i in seen}) == 2  # the later shards ran on a fresh worker
     for r in rows:
         assert r["finish_reason"] in ("stop", "length")
         assert 1 <= r["completion_tokens"] <= 12 and r["prompt_tokens"] > 5
         assert r["teacher"] == str(tiny_llama) and isinstance(r["response"], str)
+        assert r["temperature"] == 1.0 and r["max_tokens"] == 12 and r["latency_s"] > 0 and r["error"] is None
     assert any(r["finish_reason"] == "length" for r in rows)  # a random model rarely stops by itself
+
+
+DRIVER = """
+import sys, time
+from pathlib import Path
+from distill.generate import generate_stage
+from distill.spec import Sampling, Teacher
+prompts, out, shards, model = map(Path, sys.argv[1:5])
+teacher = Teacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
+# Hold after each committed shard, so the test can kill this driver in the middle of the run.
+generate_stage(prompts, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards,
+               on_shard=lambda info: time.sleep(4))
+"""
+
+
+def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_local, tmp_path):
+    ids = [f"q{i}" for i in range(10)]
+    pdir = tmp_path / "prompts"
+    pdir.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"problem_id": i, "prompt": f"Say {i}."} for i in ids]),
+                   pdir / "prompts.parquet")
+    shards = tmp_path / "shards"
+    first_out = tmp_path / "first"
+    first_out.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(engine=ENGINE))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, str(script), str(pdir), str(first_out), str(shards), str(tiny_llama)],
+                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not list(shards.glob("shard-*.parquet")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert list(shards.glob("shard-*.parquet")), "the first driver committed no shard"
+        os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-run
+        proc.wait(30)
+    finally:
+        time.sleep(3)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # and whatever of its local Ray survived it, engine included
+        except ProcessLookupError:
+            pass
+    committed = sorted(p.name for p in shards.glob("shard-*.parquet"))
+    assert 1 <= len(committed) < 5
+    assert not (first_out / "shard-000000.parquet").exists()  # the stage itself never finished
+
+    out = tmp_path / "second"
+    out.mkdir()
+    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
+    stats = generate_stage(pdir, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards)
+    assert stats["shards"] == 5 and stats["shards_resumed"] == len(committed)
+    assert stats["shards_generated"] == 5 - len(committed)
+    rows = _rows(out)
+    assert sorted((r["problem_id"], r["sample_index"]) for r in rows) == sorted((i, s) for i in ids for s in range(2))
+    assert stats["traces"] == 20 and stats["completion_tokens"] == sum(r["completion_tokens"] for r in rows)
+    led = stats["ledger"]
+    assert led["tokens_out"] == stats["completion_tokens"] and led["accelerator_seconds"] == 0  # CPU: no GPUs
+
+
+def test_adaptive_rounds_in_the_engine_actor(tiny_llama, ray_local, tmp_path):
+    """A random model never verifies: referenced problems use their whole budget, one round per sample, with
+    the verdict recorded; an unreferenced problem gets one sample."""
+    pdir = tmp_path / "prompts"
+    pdir.mkdir()
+    rows = [{"problem_id": f"a{i}", "answer": "987654", "prompt": f"What is {i}?"} for i in range(3)]
+    rows.append({"problem_id": "free", "answer": "", "prompt": "Write a poem."})
+    pq.write_table(pa.Table.from_pylist(rows), pdir / "prompts.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=4, engine=ENGINE)
+    stats = generate_stage(pdir, out, teacher, Sampling(until_verified=1, max_samples=3, max_tokens=6), 0)
+    got = _rows(out)
+    assert sorted((r["problem_id"], r["sample_index"]) for r in got) == sorted(
+        [(f"a{i}", s) for i in range(3) for s in range(3)] + [("free", 0)])
+    assert all(r["verified"] is False for r in got if r["problem_id"] != "free")
+    assert [r["verified"] for r in got if r["problem_id"] == "free"] == [None]
+    assert stats["adaptive"] == {"until_verified": 1, "max_samples": 3, "samples": 10, "verified": 0,
+                                 "problems_verified": 0, "samples_per_verified": None}

@@ -69,3 +69,27 @@ def test_over_long_examples_are_dropped_not_truncated(tmp_path, tiny_llama):
     out.mkdir()
     with pytest.raises(ValueError, match="longer than max_length=16: 2"):
         train_student(_sft_dir(tmp_path), out, student, seed=0)
+
+
+def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen2):
+    """A base model whose EOS is not the template's end-of-turn token (Qwen2.5-Math: EOS `<|endoftext|>`, turns
+    end with `<|im_end|>`) must still get a generation config that stops at the end of its turn."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_qwen2, base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.eos_token = "<|endoftext|>"
+    tok.save_pretrained(base)
+    student = Student(name="q", base=str(base), method="full", epochs=60, learning_rate=1e-2, batch_size=4,
+                      max_length=128)
+    out = tmp_path / "train"
+    out.mkdir()
+    train_student(_sft_dir(tmp_path), out, student, seed=0)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    eos = json.loads((out / "merged" / "generation_config.json").read_text())["eos_token_id"]
+    assert eos == [tok.convert_tokens_to_ids("<|endoftext|>"), im_end]
+    generated, _ = _generate(out / "merged", EXAMPLES[0][0])
+    assert generated[-1] == im_end and len(generated) < 64  # stopped at the end of its turn

@@ -1,0 +1,630 @@
+"""The verify & filter stage: every trace through decontamination, dedup, trace filters and the verifier,
+streamed in two passes so memory is bounded by the batch size and a few bytes per row, not the trace count.
+
+Pass 1 reads the traces a batch at a time and, in `workers` processes, judges each row (extraction and the
+exact fast path), applies the trace filters, and signs problems and candidate traces (exact digests, MinHash).
+What the fast path cannot settle goes to math-verify in killable checker processes, code answers to the
+sandbox; then decontamination, problem and trace dedup and the per-problem cap are decided over the whole run
+from the small per-row results. Pass 2 reads the traces again and writes them with their verdicts.
+
+The funnel, in the order steps are applied (a trace's reason is the first step that drops it):
+
+  decontaminate    contaminated                                   (benchmarks the spec evaluates on)
+  dedup_problems   duplicate_problem, near_duplicate_problem      (same reference answer required)
+  trace_filters    generation_error, truncated, missing_think, unclosed_think, too_short, too_long,
+                   repetition, language_mixing, empty_answer
+  verify           no_answer, incorrect, unverifiable: <why>, unreferenced (when not kept)
+  dedup_traces     duplicate_trace, near_duplicate_trace          (among traces that passed verification)
+  per_problem_cap  over_per_problem_cap
+  kept             correct, unreferenced (when keep_unreferenced)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing as mp
+import os
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.verify import dedup
+from distill.verify.decontam import Decontaminator
+from distill.verify.extract import reference_answer
+from distill.verify.judge import Verdict, _from_result, _pre
+
+STEPS: list[tuple[str, tuple[str, ...]]] = [
+    ("decontaminate", ("contaminated",)),
+    ("dedup_problems", ("duplicate_problem", "near_duplicate_problem")),
+    ("trace_filters", ("generation_error", "truncated", "missing_think", "unclosed_think", "too_short", "too_long",
+                       "repetition", "language_mixing", "empty_answer")),
+    ("verify", ("no_answer", "incorrect", "unverifiable", "unreferenced")),
+    ("dedup_traces", ("duplicate_trace", "near_duplicate_trace")),
+    ("per_problem_cap", ("over_per_problem_cap",)),
+]
+STEP_OF = {r: step for step, reasons in STEPS for r in reasons}
+JUDGE_FILTER_REASONS = {"generation_error", "truncated", "unclosed_think", "empty_answer"}
+OUT_COLUMNS = ("extracted", "correct", "reason", "kept", "detail")
+BATCH_ROWS = 1024
+TRACE_K = 32  # characters per trace shingle
+PROBLEM_K = 16  # characters per problem shingle (problems are short)
+PARALLEL_MIN_ROWS = 4096  # fewer rows are judged in-process: starting workers would cost more
+
+
+def step_of(reason: str) -> str:
+    return STEP_OF.get(reason.split(":")[0], "verify" if reason.startswith("unverifiable") else "other")
+
+
+# ---------------------------------------------------------------- settings
+
+@dataclass
+class Settings:
+    """What pass 1 needs from the spec's Filter, as plain values (sent to worker processes)."""
+
+    drop_truncated: bool = True
+    keep_unreferenced: bool = True
+    max_per_problem: int | None = None
+    require_think: bool = False
+    min_chars: int = 0
+    max_chars: int | None = None
+    max_repetition: float = 0.5
+    language_mixing: bool = True
+    max_foreign_chars: int = 5
+    dedup_problems: bool = True
+    dedup_traces: bool = True
+    near_duplicate_threshold: float = 0.8
+    decontaminate: bool = True
+    decontam_ngram: int = 8
+    verify_timeout_s: float = 5.0
+    verify_memory_mb: int = 1024
+    code_timeout_s: float = 10.0
+    code_memory_mb: int = 512
+
+    @classmethod
+    def from_filter(cls, f) -> Settings:
+        if f is None:
+            return cls()
+        data = f.model_dump() if hasattr(f, "model_dump") else dict(f)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------- pass 1 (runs in workers)
+
+_CTX: dict = {}
+
+
+def _init_worker(settings: Settings, grams: dict | None, n: int) -> None:
+    _CTX.clear()
+    _CTX["settings"] = settings
+    dc = Decontaminator(n=n)
+    dc.grams = grams or {}
+    _CTX["decontam"] = dc
+    _CTX["problems"] = set()
+
+
+def _sig32(hashes: np.ndarray) -> np.ndarray:
+    sig = dedup.signature(hashes)
+    out = (sig & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    out[sig == dedup.EMPTY] = np.uint32(0xFFFFFFFF)
+    return out
+
+
+def _problem_info(problem: str, answer: str, s: Settings, dc: Decontaminator) -> tuple:
+    from distill.verify.filters import dominant_script
+    from distill.verify.mathcmp import normalise
+
+    canon = dedup.canonical_words(problem)
+    return (dc.match(problem) if s.decontaminate else None, dedup.digest(canon),
+            _sig32(dedup.shingles(canon, PROBLEM_K)), dedup.digest(normalise(answer or "")),
+            dominant_script(problem))
+
+
+@dataclass
+class BatchResult:
+    """Pass 1's per-row results for one batch (small: no response text)."""
+
+    n: int
+    problem_ids: list
+    reason: list  # str for decided rows, None while the comparison is pending
+    extracted: list
+    correct: list
+    detail: list
+    pending: list  # (row, kind, payload): kind "math" (pred, ref) or "code" (code, tests)
+    digests: np.ndarray  # trace digests (0: not a dedup candidate)
+    sig_rows: np.ndarray  # rows (within the batch) that have a trace signature
+    sigs: np.ndarray  # (len(sig_rows), K) uint32
+    problems: dict = field(default_factory=dict)  # problem_id -> problem info, first seen in this worker
+    fast: int = 0
+
+
+def _pass1(cols: dict) -> BatchResult:
+    from distill.verify.filters import trace_problem
+    from distill.verify.mathcmp import fast_compare
+
+    s: Settings = _CTX["settings"]
+    dc: Decontaminator = _CTX["decontam"]
+    seen: set = _CTX["problems"]
+    n = len(cols["response"])
+    responses = cols["response"]
+    answers = cols["answer"]
+    finish = cols.get("finish_reason") or [None] * n
+    formats = cols.get("answer_format") or [None] * n
+    problems = cols.get("problem") or [""] * n
+    pids = cols.get("problem_id") or [dedup.digest(p or "") for p in problems]
+    res = BatchResult(n, list(pids), [None] * n, [None] * n, [False] * n, [None] * n, [],
+                      np.zeros(n, dtype=np.uint64), np.empty(0, dtype=np.int64),
+                      np.empty((0, dedup.K), dtype=np.uint32))
+    sig_rows, sigs = [], []
+    for i in range(n):
+        pid = pids[i]
+        answer = answers[i] or ""
+        if pid not in seen:
+            seen.add(pid)
+            res.problems[pid] = _problem_info(problems[i] or "", answer, s, dc)
+        response = responses[i] or ""
+        fmt = formats[i]
+        pre = _pre(response, answer, finish[i], s.drop_truncated, fmt)
+        if isinstance(pre, Verdict) and pre.reason in ("truncated", "generation_error", "unclosed_think"):
+            res.reason[i] = pre.reason
+            continue
+        hashes = dedup.shingles(response, TRACE_K)  # raw text: canonicalising 10k characters costs more than it finds
+        script = (res.problems.get(pid) or (None,) * 5)[4] or "latin"
+        filt = trace_problem(response, script, s, hashes)
+        if filt is not None:
+            res.reason[i] = filt
+            continue
+        candidate = False
+        if isinstance(pre, Verdict):
+            res.reason[i], res.extracted[i], res.detail[i] = pre.reason, pre.extracted, pre.detail
+            candidate = pre.reason == "unreferenced" and s.keep_unreferenced
+        elif fmt == "code":
+            res.extracted[i] = pre
+            res.pending.append((i, "code", (pre, answer)))
+            candidate = True
+        else:
+            res.extracted[i] = pre
+            try:
+                fast = fast_compare(pre, answer)
+            except Exception:  # noqa: BLE001 - the checker (with its limits) decides instead
+                fast = None
+            if fast is None:
+                res.pending.append((i, "math", (pre, answer)))
+                candidate = True
+            else:
+                res.fast += 1
+                res.correct[i] = fast[0]
+                res.reason[i] = "correct" if fast[0] else "incorrect"
+                res.detail[i] = fast[1]
+                candidate = fast[0]
+        if candidate and (s.dedup_traces):
+            res.digests[i] = np.uint64(dedup.digest(response) or 1)
+            sig_rows.append(i)
+            sigs.append(_sig32(hashes))
+    if sig_rows:
+        res.sig_rows = np.asarray(sig_rows, dtype=np.int64)
+        res.sigs = np.stack(sigs)
+    return res
+
+
+# ---------------------------------------------------------------- reading
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files in {path}")
+    return files
+
+
+def _schema(files: list[Path]) -> pa.Schema:
+    return pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="default")
+
+
+def parquet_batches(files: list[Path], columns: list[str] | None = None, rows: int = BATCH_ROWS
+                    ) -> Iterator[pa.RecordBatch]:
+    for f in files:
+        pf = pq.ParquetFile(f)
+        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        yield from pf.iter_batches(batch_size=rows, columns=cols)
+
+
+NEEDED = ["response", "answer", "finish_reason", "answer_format", "problem", "problem_id"]
+
+
+def _cols(batch: pa.RecordBatch) -> dict:
+    return {c: batch.column(c).to_pylist() for c in NEEDED if c in batch.schema.names}
+
+
+# ---------------------------------------------------------------- the run
+
+class FilterRun:
+    """Pass 1 over `batches()`, the global decisions, then `annotate` per batch for pass 2."""
+
+    def __init__(self, settings: Settings, benchmarks=None, workers: int = 1,
+                 decontaminator: Decontaminator | None = None, log: Callable[[str], None] | None = None):
+        self.s = settings
+        self.workers = max(1, int(workers))
+        self.log = log or (lambda msg: None)
+        self.decontam = decontaminator
+        if self.decontam is None and settings.decontaminate and benchmarks:
+            self.decontam = Decontaminator(benchmarks, n=settings.decontam_ngram)
+        self.results: list[BatchResult] = []
+        self.seconds: dict[str, float] = {}
+
+    # pass 1 -------------------------------------------------------------------------------------------------
+    def pass1(self, batches: Iterator[dict], total_rows: int | None = None) -> None:
+        t0 = time.monotonic()
+        grams = self.decontam.grams if self.decontam else {}
+        init = (self.s, grams, self.s.decontam_ngram)
+        if self.workers <= 1 or (total_rows is not None and total_rows < PARALLEL_MIN_ROWS):
+            _init_worker(*init)
+            for cols in batches:
+                self.results.append(_pass1(cols))
+        else:
+            ctx = mp.get_context("spawn")  # the caller may hold Ray's threads: never fork it
+            with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                        initargs=init) as ex:
+                window: deque = deque()
+                for cols in batches:
+                    window.append(ex.submit(_pass1, cols))
+                    if len(window) >= 2 * self.workers:
+                        self.results.append(window.popleft().result())
+                while window:
+                    self.results.append(window.popleft().result())
+        self.seconds["pass1"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        self._resolve_pending()
+        self.seconds["check"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        self._decide()
+        self.seconds["dedup"] = round(time.monotonic() - t0, 2)
+
+    def _resolve_pending(self) -> None:
+        from distill.verify import checker
+        from distill.verify.code import run_tests_many
+        from distill.verify.judge import compare_many
+        from distill.verify.sandbox import Limits
+
+        math_items = [(r, i, p) for r in self.results for i, kind, p in r.pending if kind == "math"]
+        code_items = [(r, i, p) for r in self.results for i, kind, p in r.pending if kind == "code"]
+        self.checked = {"fast_path": sum(r.fast for r in self.results), "checker": len(math_items),
+                        "code": len(code_items)}
+        if math_items:
+            pool = checker.pool(self.workers, self.s.verify_timeout_s, self.s.verify_memory_mb)
+            killed = pool.killed
+            out = compare_many([p for _, _, p in math_items], self.workers, self.s.verify_timeout_s,
+                               self.s.verify_memory_mb)
+            self.checked["checker_restarts"] = pool.killed - killed
+            for (r, i, (pred, _)), (outcome, detail) in zip(math_items, out):
+                self._set(r, i, _from_result(pred, outcome, detail))
+        if code_items:
+            limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
+                            memory_mb=self.s.code_memory_mb)
+            out = run_tests_many([p for _, _, p in code_items], self.workers, limits)
+            for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
+                self._set(r, i, _from_result(code, outcome, detail))
+
+    @staticmethod
+    def _set(r: BatchResult, i: int, v: Verdict) -> None:
+        r.reason[i], r.correct[i], r.detail[i] = v.reason, v.correct, v.detail
+        if not v.correct and r.digests[i]:
+            r.digests[i] = 0  # no longer a dedup candidate
+
+    # global decisions ---------------------------------------------------------------------------------------
+    def _decide(self) -> None:
+        s = self.s
+        # problems, in order of first appearance
+        pindex: dict = {}
+        info: list = []
+        for r in self.results:
+            for pid in r.problem_ids:
+                if pid not in pindex:
+                    pindex[pid] = len(info)
+                    info.append(None)
+            for pid, inf in r.problems.items():
+                if info[pindex[pid]] is None:
+                    info[pindex[pid]] = inf
+        self.n_problems = len(info)
+        pdrop: list = [None] * len(info)
+        self.contaminated_by: Counter = Counter()
+        for k, inf in enumerate(info):
+            if inf is not None and inf[0]:
+                pdrop[k] = "contaminated"
+                self.contaminated_by[inf[0]] += 1
+        live = [k for k in range(len(info)) if pdrop[k] is None and info[k] is not None]
+        if s.dedup_problems and live:
+            digests = np.array([info[k][1] for k in live], dtype=np.uint64)
+            for k, dup in zip(live, dedup.exact_duplicates(digests)):
+                if dup:
+                    pdrop[k] = "duplicate_problem"
+            live = [k for k in live if pdrop[k] is None]
+            if s.near_duplicate_threshold < 1 and len(live) > 1:
+                sigs = np.stack([info[k][2] for k in live])
+                salt = np.array([info[k][3] for k in live], dtype=np.uint64)
+                for k, dup in zip(live, _near(sigs, s.near_duplicate_threshold, salt)):
+                    if dup:
+                        pdrop[k] = "near_duplicate_problem"
+        # rows: problem-level drops first, then what pass 1 and the checkers decided
+        self.row_pidx = []
+        for r in self.results:
+            idx = np.fromiter((pindex[p] for p in r.problem_ids), dtype=np.int64, count=r.n)
+            self.row_pidx.append(idx)
+            for i in range(r.n):
+                drop = pdrop[idx[i]]
+                if drop is not None:
+                    r.reason[i] = drop
+                    r.digests[i] = 0
+        # trace dedup among the rows still in the running
+        if s.dedup_traces:
+            cand_b, cand_i, digs, sigs = [], [], [], []
+            for b, r in enumerate(self.results):
+                if not len(r.sig_rows):
+                    continue
+                keep = r.digests[r.sig_rows] != 0
+                rows = r.sig_rows[keep]
+                cand_b.append(np.full(len(rows), b, dtype=np.int64))
+                cand_i.append(rows)
+                digs.append(r.digests[rows])
+                sigs.append(r.sigs[keep])
+            if cand_b:
+                cb, ci = np.concatenate(cand_b), np.concatenate(cand_i)
+                exact = dedup.exact_duplicates(np.concatenate(digs))
+                for b, i in zip(cb[exact].tolist(), ci[exact].tolist()):
+                    self.results[b].reason[i] = "duplicate_trace"
+                rest = ~exact
+                if s.near_duplicate_threshold < 1 and rest.sum() > 1:
+                    near = _near(np.concatenate(sigs)[rest], s.near_duplicate_threshold, None)
+                    for b, i in zip(cb[rest][near].tolist(), ci[rest][near].tolist()):
+                        self.results[b].reason[i] = "near_duplicate_trace"
+        # keep, and the per-problem cap
+        per_problem = np.zeros(len(info), dtype=np.int64)
+        self.kept = []
+        for r, idx in zip(self.results, self.row_pidx):
+            kept = np.zeros(r.n, dtype=bool)
+            for i in range(r.n):
+                reason = r.reason[i]
+                keep = reason == "correct" or (reason == "unreferenced" and s.keep_unreferenced)
+                if keep and s.max_per_problem and per_problem[idx[i]] >= s.max_per_problem:
+                    keep = False
+                    r.reason[i] = "over_per_problem_cap"
+                if keep:
+                    per_problem[idx[i]] += 1
+                kept[i] = keep
+            self.kept.append(kept)
+        self.per_problem = per_problem
+
+    # pass 2 -------------------------------------------------------------------------------------------------
+    def columns(self, b: int) -> dict:
+        r = self.results[b]
+        return {"extracted": r.extracted, "correct": r.correct, "reason": r.reason, "kept": self.kept[b],
+                "detail": r.detail}
+
+    def stats(self) -> dict:
+        reasons: Counter = Counter()
+        outcomes: Counter = Counter()
+        unverifiable: Counter = Counter()
+        correct = 0
+        for r in self.results:
+            reasons.update(r.reason)
+            correct += sum(r.correct)
+        generated = sum(r.n for r in self.results)
+        kept = int(sum(k.sum() for k in self.kept))
+        for reason, c in reasons.items():
+            if reason == "correct" or reason in ("duplicate_trace", "near_duplicate_trace", "over_per_problem_cap"):
+                continue
+            if reason == "incorrect":
+                outcomes["incorrect"] += c
+            elif reason.startswith("unverifiable"):
+                outcomes["unverifiable"] += c
+                unverifiable[reason.split(":", 1)[1].strip()] += c
+        outcomes["correct"] = correct
+        funnel = [{"step": "generated", "remaining": generated}]
+        remaining = generated
+        kept_reasons = {"correct"} | ({"unreferenced"} if self.s.keep_unreferenced else set())
+        for step, names in STEPS:
+            dropped = {}
+            for reason, c in sorted(reasons.items()):
+                if reason in kept_reasons or step_of(reason) != step:
+                    continue
+                dropped[reason] = c
+            remaining -= sum(dropped.values())
+            funnel.append({"step": step, "dropped": dropped, "remaining": remaining})
+        funnel.append({"step": "kept", "remaining": kept,
+                       "by_reason": {r: reasons[r] for r in sorted(kept_reasons) if reasons.get(r)}})
+        return {
+            "generated": generated,
+            "correct": int(correct),
+            "kept": kept,
+            "problems": self.n_problems,
+            "problems_with_kept_trace": int((self.per_problem > 0).sum()),
+            "reasons": dict(reasons.most_common()),
+            "funnel": funnel,
+            "outcomes": dict(outcomes),
+            "unverifiable": dict(unverifiable),
+            "contaminated_by": dict(self.contaminated_by),
+            "checked": self.checked,
+            "seconds": self.seconds,
+        }
+
+
+def _near(sigs32: np.ndarray, threshold: float, salt: np.ndarray | None) -> np.ndarray:
+    sigs = sigs32.astype(np.uint64)
+    sigs[sigs32 == np.uint32(0xFFFFFFFF)] = dedup.EMPTY
+    return dedup.near_duplicates(sigs, threshold, row_salt=salt)
+
+
+# ---------------------------------------------------------------- writing
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    t = pa.Table.from_batches([batch])
+    cols = []
+    for f in schema:
+        if f.name in t.column_names:
+            col = t.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(t.num_rows, f.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _annotated(table: pa.Table, cols: dict) -> pa.Table:
+    for name in OUT_COLUMNS:
+        if name in table.column_names:
+            table = table.drop_columns([name])
+    table = table.append_column("extracted", pa.array(cols["extracted"], pa.string()))
+    table = table.append_column("correct", pa.array(cols["correct"], pa.bool_()))
+    table = table.append_column("reason", pa.array(cols["reason"], pa.string()))
+    table = table.append_column("kept", pa.array(cols["kept"], pa.bool_()))
+    return table.append_column("detail", pa.array(cols["detail"], pa.string()))
+
+
+class _Writer:
+    """Parquet or JSONL (by suffix), written to a temporary file and renamed into place on close."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.pq: pq.ParquetWriter | None = None
+        self.fh = None if self.path.suffix == ".parquet" else open(self.tmp, "w")
+        self.schema = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.fh is not None:
+            for row in table.to_pylist():
+                self.fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            return
+        if self.pq is None:
+            self.schema = table.schema
+            self.pq = pq.ParquetWriter(self.tmp, self.schema)
+        self.pq.write_table(table)
+
+    def close(self, schema: pa.Schema | None = None) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        else:
+            if self.pq is None:  # no rows: still a valid, empty file with the columns
+                pq.write_table((schema or pa.schema([])).empty_table(), self.tmp)
+            else:
+                self.pq.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        for h in (self.fh, self.pq):
+            try:
+                if h is not None:
+                    h.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _out_schema(schema: pa.Schema) -> pa.Schema:
+    fields = [f for f in schema if f.name not in OUT_COLUMNS]
+    return pa.schema(fields + [pa.field("extracted", pa.string()), pa.field("correct", pa.bool_()),
+                               pa.field("reason", pa.string()), pa.field("kept", pa.bool_()),
+                               pa.field("detail", pa.string())])
+
+
+# ---------------------------------------------------------------- entry points
+
+def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int = 1, benchmarks=None) -> dict:
+    """Read generated traces, filter and judge them, write every trace with its verdict (`traces.parquet`: the
+    input columns plus extracted, correct, reason, kept, detail) and the kept ones (`kept.parquet`), and return
+    the stats (also written as `stats.json`): generated, correct, kept, reasons (counts per final reason) and
+    funnel (ordered steps with what each dropped). `benchmarks`: the spec's `eval.benchmarks` (decontamination
+    against exactly the problems evaluated)."""
+    s = Settings.from_filter(spec_filter)
+    files = _files(Path(generated_dir))
+    schema = _schema(files)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    run = FilterRun(s, benchmarks, workers)
+    run.pass1((_cols(b) for b in parquet_batches(files, NEEDED)), total)
+    out_schema = _out_schema(schema)
+    traces, kept = _Writer(Path(out_dir) / "traces.parquet"), _Writer(Path(out_dir) / "kept.parquet")
+    try:
+        for b, batch in enumerate(parquet_batches(files)):
+            table = _annotated(_conform(batch, schema), run.columns(b))
+            traces.write(table)
+            mask = pa.array(run.kept[b], pa.bool_())
+            if run.kept[b].any():
+                kept.write(table.filter(mask))
+        traces.close(out_schema)
+        kept.close(out_schema)
+    except BaseException:
+        traces.abort()
+        kept.abort()
+        raise
+    stats = run.stats()
+    (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+REQUIRED = ("problem", "answer", "response")
+
+
+def _read_any(path: Path) -> pa.Table:
+    if path.suffix == ".parquet":
+        return pq.read_table(path)
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
+    return pa.Table.from_pylist(rows)
+
+
+def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, answer_format: str = "plain",
+                spec_filter=None, benchmarks=None, stats_path: str | Path | None = None) -> Counter:
+    """`distill verify`: rows with problem, answer (reference) and response in; the same rows plus extracted,
+    correct, reason, kept and detail out (JSONL or Parquet by the output's suffix), through the same filters,
+    dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). Returns
+    counts per reason."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    table = _read_any(in_path)
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
+    responses = table.column("response").to_pylist()
+    for i, resp in enumerate(responses):
+        if resp is not None and not isinstance(resp, str):
+            raise ValueError(f"{in_path}: row {i + 1}: 'response' must be a string, got {type(resp).__name__}")
+    answers = [reference_answer(a, answer_format) for a in table.column("answer").to_pylist()]
+    problems = [str(p) if p is not None else "" for p in table.column("problem").to_pylist()]
+    cols_all = {
+        "response": [r or "" for r in responses],
+        "answer": answers,
+        "finish_reason": table.column("finish_reason").to_pylist() if "finish_reason" in table.column_names
+        else [None] * len(answers),
+        "answer_format": [answer_format if answer_format == "code" else None] * len(answers),
+        "problem": problems,
+        "problem_id": table.column("problem_id").to_pylist() if "problem_id" in table.column_names
+        else [f"p{dedup.digest(p):x}" for p in problems],
+    }
+    n = table.num_rows
+    starts = list(range(0, n, BATCH_ROWS))
+    run = FilterRun(Settings.from_filter(spec_filter), benchmarks, workers)
+    run.pass1(({k: v[a : a + BATCH_ROWS] for k, v in cols_all.items()} for a in starts), n)
+    writer = _Writer(out_path)
+    try:
+        for b, a in enumerate(starts):
+            writer.write(_annotated(table.slice(a, BATCH_ROWS), run.columns(b)))
+        writer.close(_out_schema(table.schema))
+    except BaseException:
+        writer.abort()
+        raise
+    if stats_path:
+        Path(stats_path).write_text(json.dumps(run.stats(), indent=2))
+    return Counter(r for res in run.results for r in res.reason)
