@@ -121,6 +121,8 @@ def _cmd_wait(args) -> int:
 
 
 def _root(args) -> str:
+    if getattr(args, "root", None):
+        return args.root
     if not args.artifacts:
         raise ClientError("no artifacts root: pass --artifacts PATH_OR_URL or set DISTILL_ARTIFACTS")
     return args.artifacts
@@ -198,7 +200,8 @@ def add_commands(sub) -> None:
     m = sub.add_parser("models", help="packaged students under an artifacts root").add_subparsers(
         dest="models_command", required=True)
     p = m.add_parser("list", parents=[art], help="every packaged student, with its scores")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("root", nargs="?", help="artifacts root (local path or fsspec URL); same as --artifacts")
+    p.add_argument("--json", action="store_true", help="machine-readable: one JSON list")
     p.set_defaults(fn=_cmd_models_list)
     p = m.add_parser("download", parents=[art], help="copy a student's weights, checking their sha256")
     p.add_argument("name", help="student name, or <run>/<name> when several runs packaged one")

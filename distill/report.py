@@ -52,18 +52,10 @@ REPORT_NAME = "report.html"
 SINGLE_STAGES = ("prompts", "generate", "verify", "sft")
 NESTED_STAGES = ("train", "eval", "package")  # one directory per student or model: train/<student>, ...
 
-# The verify stage's steps and the drop reasons of each, in the order they are applied (mirrors STEPS in
-# distill/verify/stage.py). Used to order and explain the funnel, and to rebuild it from the reason counts of a
-# stats.json written before verify recorded its own "funnel" list.
-STEPS = (
-    ("decontaminate", ("contaminated",)),
-    ("dedup_problems", ("duplicate_problem", "near_duplicate_problem")),
-    ("trace_filters", ("generation_error", "truncated", "missing_think", "unclosed_think", "too_short", "too_long",
-                       "repetition", "language_mixing", "empty_answer")),
-    ("verify", ("no_answer", "incorrect", "unverifiable", "unreferenced")),
-    ("dedup_traces", ("duplicate_trace", "near_duplicate_trace")),
-    ("per_problem_cap", ("over_per_problem_cap",)),
-)
+# The verify stage's steps and the drop reasons of each, in the order they are applied: they order and explain
+# the funnel, and rebuild it from the reason counts of a stats.json written before verify recorded its own list.
+from distill.verify.stage import STEPS  # noqa: E402
+
 REASON_ORDER = [r for _, reasons in STEPS for r in reasons]
 STEP_OF = {r: step for step, reasons in STEPS for r in reasons}
 WHY = {

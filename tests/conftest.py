@@ -60,3 +60,24 @@ def ray_local():
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def tiny_spec(name: str, output_dir: str, student_base, with_eval: bool = True) -> dict:
+    """The smallest real spec: SmolLM2-135M teacher on 12 arithmetic problems x 6 samples (a few verify), a tiny
+    LoRA student, and (optionally) a 2+2-problem eval. Used by the end-to-end and the cluster tests."""
+    spec = {
+        "name": name,
+        "output_dir": output_dir,
+        "seed": 0,
+        "teacher": {"model": "smollm2-135m", "num_cpus": 2, "batch_size": 64,
+                    "engine": {"max_model_len": 512, "enforce_eager": True}},
+        "prompts": {"sources": [{"path": str(REPO / "datasets_spec/data/arithmetic.jsonl"),
+                                 "fields": {"problem": "question", "answer": "answer"}, "limit": 12}]},
+        "sampling": {"n": 6, "temperature": 0.7, "top_p": 0.95, "max_tokens": 128},
+        "students": [{"name": "tiny-lora", "base": str(student_base), "method": "lora", "epochs": 2,
+                      "learning_rate": 1e-2, "batch_size": 4, "max_length": 512}],
+    }
+    if with_eval:
+        spec["eval"] = {"benchmarks": [{"name": "gsm8k_test", "problems": 2}, {"name": "amc23", "problems": 2}],
+                        "k": 2, "max_tokens": 24}
+    return spec

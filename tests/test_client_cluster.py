@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from distill import Client
 from distill.client import JobState
 from distill.errors import ClusterUnreachable, JobConflict, JobNotFound, JobTimeout, SpecInvalid, Unauthorized
 from distill.status import read
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_spec
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -116,6 +117,7 @@ def head(tmp_path_factory):
                     client.jobs.cancel(job.id)
         finally:
             _stop(proc)
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -129,19 +131,8 @@ def client(head, artifacts) -> Client:
 
 
 def _spec(student_base) -> dict:
-    """tests/test_end_to_end.py's tiny spec, without eval: this file is about the service, not the scores."""
-    return {
-        "name": "svc",
-        "output_dir": "run1",
-        "seed": 0,
-        "teacher": {"model": "smollm2-135m", "num_cpus": 2, "batch_size": 64,
-                    "engine": {"max_model_len": 512, "enforce_eager": True}},
-        "prompts": {"sources": [{"path": str(REPO / "datasets_spec/data/arithmetic.jsonl"),
-                                 "fields": {"problem": "question", "answer": "answer"}, "limit": 12}]},
-        "sampling": {"n": 6, "temperature": 0.7, "top_p": 0.95, "max_tokens": 128},
-        "students": [{"name": "tiny-lora", "base": str(student_base), "method": "lora", "epochs": 2,
-                      "learning_rate": 1e-2, "batch_size": 4, "max_length": 512}],
-    }
+    """The end-to-end test's tiny spec without eval: this file is about the service, not the scores."""
+    return tiny_spec("svc", "run1", student_base, with_eval=False)
 
 
 def _cli(head, *args) -> subprocess.CompletedProcess:

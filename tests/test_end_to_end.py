@@ -12,26 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, tiny_spec
 
 pytestmark = pytest.mark.slow
-
-
-def _spec(tmp_path, student_base) -> dict:
-    return {
-        "name": "e2e",
-        "output_dir": str(tmp_path / "run"),
-        "seed": 0,
-        "teacher": {"model": "smollm2-135m", "num_cpus": 2, "batch_size": 64,
-                    "engine": {"max_model_len": 512, "enforce_eager": True}},
-        "prompts": {"sources": [{"path": str(REPO / "datasets_spec/data/arithmetic.jsonl"),
-                                 "fields": {"problem": "question", "answer": "answer"}, "limit": 12}]},
-        "sampling": {"n": 6, "temperature": 0.7, "top_p": 0.95, "max_tokens": 128},
-        "students": [{"name": "tiny-lora", "base": str(student_base), "method": "lora", "epochs": 2,
-                      "learning_rate": 1e-2, "batch_size": 4, "max_length": 512}],
-        "eval": {"benchmarks": [{"name": "gsm8k_test", "problems": 2}, {"name": "amc23", "problems": 2}],
-                 "k": 2, "max_tokens": 24},
-    }
 
 
 def _run(spec_path):
@@ -43,7 +26,7 @@ def _run(spec_path):
 
 def test_whole_spec_then_rerun_skips(tmp_path, tiny_llama):
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(_spec(tmp_path, tiny_llama)))
+    spec_path.write_text(yaml.safe_dump(tiny_spec("e2e", str(tmp_path / "run"), tiny_llama)))
     out = _run(spec_path)
     run = tmp_path / "run"
     summary = json.loads((run / "run.json").read_text())
@@ -82,6 +65,12 @@ def test_whole_spec_then_rerun_skips(tmp_path, tiny_llama):
         assert f"| {bench} | 2 | 2 |" in card and f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} |" in card
     assert f"model card:    {pkg}/README.md" in out
     assert f"report:        {run / 'report.html'}" in out and (run / "report.html").stat().st_size > 10_000
+
+    # the registry lists the packaged student with the same scores
+    listed = subprocess.run([sys.executable, "-m", "distill.cli", "models", "list", str(tmp_path), "--json"],
+                            cwd=REPO, capture_output=True, text=True, check=True)
+    [model] = json.loads(listed.stdout)
+    assert model["id"] == "run/tiny-lora" and model["scores"] == scores and model["variants"] == ["adapter", "merged"]
 
     # a re-run skips every stage and leaves every artifact as it was
     before = {p: p.stat().st_mtime_ns for p in run.rglob("_DONE.json")}

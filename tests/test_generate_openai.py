@@ -130,8 +130,7 @@ def test_fault_injecting_endpoint_every_sample_ends_as_trace_or_error(tmp_path, 
         out.mkdir()
         stats = generate_stage(prompts, out, teacher, Sampling(n=2, max_tokens=64), seed=0)
     assert srv.auth_ok
-    rows = pq.read_table(out).to_pylist() if False else [r for f in sorted(out.glob("*.parquet"))
-                                                          for r in pq.read_table(f).to_pylist()]
+    rows = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     keys = [(r["problem_id"], r["sample_index"]) for r in rows]
     assert sorted(keys) == sorted((i, s) for i in ids for s in range(2))  # nothing dropped, no duplicates
     by = {k: r for k, r in zip(keys, rows)}
