@@ -44,9 +44,10 @@ from distill import cluster
 from distill.models import resolve_model
 from distill.spec import Sampling, Teacher
 
-# On the CPU build vLLM reserves `gpu_memory_utilization` of host RAM for its KV cache (its default, 0.9,
-# fails whenever anything else holds memory); 135M-1B models on a laptop need far less.
-CPU_ENGINE_DEFAULTS = {"gpu_memory_utilization": 0.3, "max_model_len": 4096, "dtype": "float32"}
+# On the CPU build vLLM sizes its KV cache as a fraction of host RAM (`gpu_memory_utilization`, default 0.9:
+# fails whenever anything else holds memory, and at 0.3 several engines on one machine OOM it). A fixed 1 GiB
+# (~23k tokens of SmolLM2-135M) is plenty for small models and predictable; override in `teacher.engine`.
+CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096, "dtype": "float32"}
 SHARD_GLOB = "shard-*.parquet"
 PROGRESS_FILE = "_progress.json"
 

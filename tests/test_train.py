@@ -93,3 +93,4 @@ def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen
     assert eos == [tok.convert_tokens_to_ids("<|endoftext|>"), im_end]
     generated, _ = _generate(out / "merged", EXAMPLES[0][0])
     assert generated[-1] == im_end and len(generated) < 64  # stopped at the end of its turn
+
