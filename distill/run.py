@@ -87,8 +87,11 @@ class Runner:
         self.stage("generate", fp_gen,
                    lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed, prices=s.prices))
 
-        fp_verify = artifacts.fingerprint("verify", fp_gen, s.filter.model_dump())
-        self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2))
+        fp_verify = artifacts.fingerprint("verify", fp_gen, s.filter.model_dump(),
+                                          [b.model_dump() for b in s.eval.benchmarks])
+        # Decontamination checks the problems against the benchmark slices this spec evaluates on.
+        self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2,
+                                                               benchmarks=s.eval.benchmarks))
 
         fp_sft = artifacts.fingerprint("sft", fp_verify)
         self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d))

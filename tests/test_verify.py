@@ -88,3 +88,26 @@ def test_verify_file_errors_name_the_row_or_column(tmp_path, capsys):
     assert main(["verify", str(missing), str(tmp_path / "o.jsonl")]) == 2
     assert "missing column(s) response" in capsys.readouterr().err
     assert not (tmp_path / "o.jsonl").exists()  # nothing half-written
+
+
+MORE = [
+    # (response, reference, correct, reason, detail): known verifier failure modes, each decided exactly
+    ("One root is \\boxed{2}. Therefore the larger is \\boxed{3}.", "3", True, "correct", "same_text"),
+    ("The roots are \\boxed{2} and \\boxed{3}.", "3, 2", True, "correct", "exact_set"),
+    ("\\boxed{0.5}", "50", False, "incorrect", "exact_number"),          # no x100 percent guessing
+    ("\\boxed{50\\%}", "50", True, "correct", "same_text"),
+    ("\\boxed{(1, 2]}", "[1,2]", False, "incorrect", "exact_interval_ends"),
+    ("\\boxed{(2, 1)}", "(1,2)", False, "incorrect", "exact_tuple"),
+    ("\\boxed{\\{2, 1\\}}", "\\{1,2\\}", True, "correct", "exact_set"),
+    ("\\boxed{\\text{(C)}}", "C", True, "correct", "choice"),
+    ("\\boxed{033}", "33", True, "correct", "exact_number"),
+    ("\\boxed{1,2}", "12", False, "incorrect", "exact_collection"),
+    ("\\boxed{0.333333}", "\\frac{1}{3}", False, "incorrect", "exact_number"),
+    ("The answer is $\\$1{,}200$.", "1200", True, "correct", "exact_number"),
+]
+
+
+@pytest.mark.parametrize("response,reference,correct,reason,detail", MORE)
+def test_known_failure_modes(response, reference, correct, reason, detail):
+    v = judge(response, reference, "stop")
+    assert (v.correct, v.reason, v.detail) == (correct, reason, detail), v

@@ -72,7 +72,23 @@ class Decontaminator:
 
 
 def load_benchmark(name: str, limit: int | None = None) -> list[str]:
-    """The problems of a catalog benchmark (its first `limit`, as evaluation takes them)."""
+    """The problems of a catalog benchmark (its first `limit`, as evaluation takes them). A benchmark shipped
+    as a local JSONL file is read directly (the `datasets` import costs seconds and hundreds of MB)."""
+    import json
+
+    from distill import catalog
+
+    entry = catalog.get(name)
+    path = getattr(getattr(entry, "loader", None), "path", None)
+    if path and path.endswith(".jsonl"):
+        out = []
+        with open(path) as f:
+            for line in f:
+                if limit is not None and len(out) >= limit:
+                    break
+                if line.strip():
+                    out.append(str(catalog.pick(json.loads(line), entry.fields["problem"])).strip())
+        return out
     from distill.prompts import source_rows
     from distill.spec import Source
 
