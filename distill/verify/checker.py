@@ -378,20 +378,19 @@ class CheckerPool:
                                 break
                     except (EOFError, OSError):
                         # The child died mid-item (a crash in C code, or killed for memory by the OS).
-                        key = c.inflight.popleft()[0]
-                        results[key] = ("unverifiable", "crashed")
-                        remaining -= 1
-                        todo.extendleft(reversed(c.inflight))
-                        c.inflight.clear()
-                        self._replace(c)
+                        remaining -= self._give_up(c, "crashed", results, todo)
                 elif c.inflight and now >= c.started + hard:
-                    key = c.inflight.popleft()[0]
-                    results[key] = ("unverifiable", "timeout")
-                    remaining -= 1
-                    todo.extendleft(reversed(c.inflight))
-                    c.inflight.clear()
-                    self._replace(c)
+                    remaining -= self._give_up(c, "timeout", results, todo)
         return results
+
+    def _give_up(self, c, why: str, results: dict, todo) -> int:
+        """The item `c` is stuck on is unverifiable; its queue goes back to the others and `c` is replaced."""
+        key = c.inflight.popleft()[0]
+        results[key] = ("unverifiable", why)
+        todo.extendleft(reversed(c.inflight))
+        c.inflight.clear()
+        self._replace(c)
+        return 1
 
     def _replace(self, child: _Child) -> None:
         self.killed += 1
