@@ -446,7 +446,10 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     if bar is not None:
         bar.update(len(done_before & set(range(n_shards))))
     tally = Tally()
-    t_start = time.time()
+    t_start = t_call = time.time()
+    # Wall time of earlier, interrupted calls on these shards (up to each one's last committed shard): the ledger
+    # charges the whole generation, not just the call that finished it.
+    prior_wall = _read_json(shard_dir / PROGRESS_FILE).get("wall_total_s", 0.0) if done_before else 0.0
     attempts: dict[int, int] = {}
     pending: dict[cf.Future, tuple[int, list[dict]]] = {}
     todo = ((sid, recs) for sid, recs in iter_shards(prompts, shard_size) if sid not in done_before)
@@ -457,7 +460,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     def progress_file() -> None:
         state = {"stage": desc, "shards_total": n_shards, "shards_done": len(done_before) + written,
                  "traces": tally.traces, "errors": tally.errors, "elapsed_s": round(time.time() - t_start, 1),
-                 "updated": time.time()}
+                 "wall_total_s": round(prior_wall + time.time() - t_call, 2), "updated": time.time()}
         tmp = shard_dir / f".{PROGRESS_FILE}.tmp"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, shard_dir / PROGRESS_FILE)
@@ -514,7 +517,14 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     return {"shards": n_shards, "shards_resumed": len(done_before & set(range(n_shards))),
             "shards_generated": written, "engine_start_seconds": round(getattr(backend, "start_seconds", 0.0), 2),
             "generation_seconds": round(time.time() - t_start, 2) if written else 0.0,
-            "worker_restarts": getattr(backend, "restarts", 0), "tally": tally}
+            "worker_restarts": getattr(backend, "restarts", 0), "prior_wall_seconds": prior_wall, "tally": tally}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def make_backend(model: str, teacher: Teacher, seed: int, teacher_id: str | None = None):
@@ -581,7 +591,7 @@ def generate_stage(prompts_dir: Path, out_dir: Path, teacher: Teacher, sampling:
     t0 = time.time()
     res = run_shards(prompts_file, Path(shard_dir), backend, params, teacher.shard_size or teacher.batch_size,
                      teacher.max_shard_attempts, on_shard=on_shard)
-    wall = time.time() - t0
+    wall = time.time() - t0 + res.pop("prior_wall_seconds")
     # The tally covers only this call's shards; resumed shards are read back (one shard at a time).
     tally: Tally = res.pop("tally")
     written = sorted(Path(shard_dir).glob(SHARD_GLOB))

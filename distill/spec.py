@@ -204,6 +204,17 @@ class Student(Strict):
     gpus_per_worker: float = Field(0, ge=0)
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (Ray Train runs resume from the last)")
     max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train allows before giving up")
+    chat_template: str | None = Field(None, description="replace the base tokenizer's chat template: a name of "
+                                      "TRL's bundled originals (qwen2_5, qwen3, llama3_1, ...) or a .jinja file")
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_known(cls, v: str | None) -> str | None:
+        if v is not None:
+            from distill.chat_templates import template_text
+
+            template_text(v)
+        return v
 
 
 class Benchmark(Strict):

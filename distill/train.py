@@ -20,12 +20,18 @@ from distill.models import resolve_model
 from distill.spec import Student
 
 
-def _load_tokenizer(base: str):
+def _load_tokenizer(base: str, student: Student | None = None):
     from transformers import AutoTokenizer
+
+    from distill.chat_templates import check_keeps_reasoning, template_text
 
     tok = AutoTokenizer.from_pretrained(base)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if student is not None:
+        if student.chat_template:
+            tok.chat_template = template_text(student.chat_template)  # saved with the package's tokenizer
+        check_keeps_reasoning(tok, student.name)
     return tok
 
 
@@ -47,9 +53,14 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from distill.varlen_attention import best_for_packing
+
     base = resolve_model(student.base)
     use_cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if student.bf16 else torch.float32)
+    # Padding-free batches need an attention that reads the sequence boundaries (see distill/varlen_attention.py).
+    attn = best_for_packing() if student.packing else "sdpa"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if student.bf16 else torch.float32,
+                                                 attn_implementation=attn)
     peft_config = None
     if student.method == "lora":
         from peft import LoraConfig
@@ -84,11 +95,11 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
         config["fsdp"] = "full_shard auto_wrap"
     config.update(overrides)
     return SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
-                      processing_class=_load_tokenizer(base), peft_config=peft_config)
+                      processing_class=_load_tokenizer(base, student), peft_config=peft_config)
 
 
 def tokenizer_for(student: Student):
-    return _load_tokenizer(resolve_model(student.base))
+    return _load_tokenizer(resolve_model(student.base), student)
 
 
 def load_sft(sft_dir: Path, student: Student):
@@ -150,6 +161,7 @@ def _save(model, tok, student: Student, out_dir: Path) -> None:
     if student.method == "lora":
         model.save_pretrained(out_dir / "adapter", safe_serialization=True)
         model = model.merge_and_unload()
+    model.set_attn_implementation("sdpa")  # what any loader has; the training-only varlen kernel is not saved
     model.generation_config.eos_token_id = stop_token_ids(tok)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(out_dir / "merged", safe_serialization=True)

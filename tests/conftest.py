@@ -12,21 +12,60 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _tiny(arch: str, out: Path) -> Path:
-    """A ~3M-parameter random model of `arch` with SmolLM2's tokenizer and ChatML template (no download)."""
+# Llama-3's (and Qwen2's) pre-tokenizer pattern: "\n\n" before "<think>" stays one piece, as in the real
+# tokenizers (SmolLM2's GPT-2 pattern splits it differently in a prompt alone and in prompt + completion).
+LLAMA3_PRETOKENIZE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                      r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# family -> (architecture, special tokens to add, other added tokens, EOS, TRL's copy of the original template)
+FAMILIES = {
+    "qwen2_5": ("qwen2", [], [], "<|im_end|>", "qwen2_5"),
+    "qwen3": ("qwen3", [], ["<think>", "</think>"], "<|im_end|>", "qwen3"),
+    "llama3": ("llama", ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], [],
+               "<|eot_id|>", "llama3_1"),
+}
+
+
+def family_tokenizer(family: str):
+    """SmolLM2's vocabulary dressed as a model family: its special tokens, pre-tokenizer, EOS and chat template."""
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import AutoTokenizer
+
+    from distill.chat_templates import template_text
+    from distill.models import resolve_model
+
+    _, special, added, eos, template = FAMILIES[family]
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    tok.add_special_tokens({"additional_special_tokens": special}) if special else None
+    tok.add_tokens(added)
+    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PRETOKENIZE), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if family == "llama3":
+        tok.bos_token = "<|begin_of_text|>"
+    tok.eos_token = eos
+    tok.chat_template = template_text(template)
+    return tok
+
+
+def _tiny(arch: str, out: Path, tok=None) -> Path:
+    """A ~3M-parameter random model of `arch` with SmolLM2's tokenizer and ChatML template (no download), or the
+    tokenizer given."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                              Qwen3Config, Qwen3ForCausalLM)
 
     from distill.models import resolve_model
 
-    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    tok = tok or AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   # head_dim 32 (64 / 2 heads): the smallest head size vLLM's CPU attention supports
                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                   tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                   pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**common)) if arch == "llama" else Qwen2ForCausalLM(Qwen2Config(**common))
+    cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config),
+                "qwen3": (Qwen3ForCausalLM, Qwen3Config)}[arch]
+    model = cls(cfg(**common, **({"head_dim": 32} if arch == "qwen3" else {})))
     # An output layer at the default init (std 0.02) caps every logit near 1: no distribution can peak, so a
     # LoRA over a frozen random base could never learn to emit EOS. At std ~0.25 logits have room to peak.
     with torch.no_grad():
@@ -44,6 +83,20 @@ def tiny_llama(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory) -> Path:
     return _tiny("qwen2", tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """family name -> a tiny random model of that family's architecture, tokenizer and chat template."""
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            made[family] = _tiny(FAMILIES[family][0], tmp_path_factory.mktemp(f"tiny-{family}"),
+                                 family_tokenizer(family))
+        return made[family]
+
+    return make
 
 
 @pytest.fixture(scope="session")

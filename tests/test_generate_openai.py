@@ -189,10 +189,15 @@ def test_resume_skips_committed_shards(tmp_path, monkeypatch):
             generate_stage(prompts, first, teacher, Sampling(n=1), 0, shard_dir=shard_dir, on_shard=die_after_two)
         committed = sorted(p.name for p in shard_dir.glob("shard-*.parquet"))
         assert 1 <= len(committed) <= 3
+        first_wall = json.loads((shard_dir / "_progress.json").read_text())["wall_total_s"]
         before = sum(v for k, v in srv.seen.items() if isinstance(k, str))
         out = tmp_path / "b"
         out.mkdir()
+        t0 = time.time()
         stats = generate_stage(prompts, out, teacher, Sampling(n=1), 0, shard_dir=shard_dir)
+        second_wall = time.time() - t0
+    # the ledger charges both calls: the interrupted one (up to its last commit) and the one that finished
+    assert first_wall > 0 and first_wall <= stats["ledger"]["wall_seconds"] <= first_wall + second_wall + 0.01
     assert stats["shards_resumed"] == len(committed) and stats["shards_generated"] == 4 - len(committed)
     rows = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     assert sorted(r["problem_id"] for r in rows) == sorted(ids)

@@ -94,3 +94,38 @@ def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen
     generated, _ = _generate(out / "merged", EXAMPLES[0][0])
     assert generated[-1] == im_end and len(generated) < 64  # stopped at the end of its turn
 
+
+
+@pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
+def test_each_family_template_student_stops_at_its_end_of_turn(family, tmp_path, tiny_family):
+    """Qwen2.5, Qwen3 and Llama-3 chat templates (TRL's copies of the originals), each with its own special
+    tokens: the student learns `<think>` reasoning and ends its turn with the family's end-of-turn token."""
+    from tests.conftest import FAMILIES
+
+    base = tiny_family(family)
+    student = Student(name=f"f-{family}", base=str(base), method="full", epochs=60, learning_rate=1e-2,
+                      batch_size=4, max_length=256)
+    out = tmp_path / "train"
+    out.mkdir()
+    train_student(_sft_dir(tmp_path), out, student, seed=0)
+    generated, tok = _generate(out / "merged", EXAMPLES[0][0])
+    end_of_turn = tok.convert_tokens_to_ids(FAMILIES[family][3])
+    assert end_of_turn in json.loads((out / "merged" / "generation_config.json").read_text())["eos_token_id"]
+    assert generated[-1] == end_of_turn and len(generated) < 64, tok.decode(generated)
+    text = tok.decode(generated[:-1])
+    assert "</think>" in text and "\\boxed{5}" in text, text
+
+
+def test_template_that_drops_reasoning_is_refused(tmp_path, tiny_qwen2):
+    """DeepSeek-R1-Distill's template re-renders assistant turns without their reasoning: training through it
+    would teach answers without reasoning, so it is refused by name before any training."""
+    student = Student(name="r1", base=str(tiny_qwen2), method="full", epochs=1, chat_template="deepseek_r1_distill")
+    out = tmp_path / "train"
+    out.mkdir()
+    with pytest.raises(ValueError, match="drops the reasoning"):
+        train_student(_sft_dir(tmp_path), out, student, seed=0)
+
+
+def test_unknown_chat_template_names_the_field():
+    with pytest.raises(ValueError, match="student.chat_template: unknown template 'qwen9'"):
+        Student(name="x", base="b", chat_template="qwen9")
