@@ -1,9 +1,10 @@
 """Generation throughput: raw `vllm.LLM.generate` versus the pipeline (`distill.generate.generate_stage`: Ray
 actor, shards, Parquet commits), same engine settings, same prompts, same sampling, in one run.
 
-    .venv/bin/python bench/generation.py --model smollm2-135m --prompts 64 --max-tokens 128
+    .venv/bin/python bench/generation.py --model smollm2-135m --prompts 64 --max-tokens 128 --repeats 3
 
-Prints completion tokens/s of each and the ratio pipeline / raw (target >= 0.97). Engine start-up is timed
+Prints completion tokens/s of each and the ratio pipeline / raw (target >= 0.97) for each of --repeats
+interleaved pairs, then the medians. Engine start-up is timed
 separately and left out of both rates. The raw engine runs in a subprocess with the same thread count and
 in-process engine core as the pipeline's actor, and exits before the pipeline's engine starts (one engine
 in memory at a time)."""
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,28 +90,38 @@ def main() -> None:
     ap.add_argument("--engine", default='{"max_model_len": 512, "enforce_eager": true, '
                                         '"gpu_memory_utilization": 0.08}', help="vllm.LLM kwargs as JSON")
     ap.add_argument("--only", choices=["raw", "pipeline"], help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3, help="raw/pipeline pairs, interleaved; medians are quoted")
     args = ap.parse_args()
     if args.only == "raw":
         print("RESULT " + json.dumps(raw(args)), flush=True)
         return
-    # The raw engine in its own process, with the thread count Ray gives the pipeline's actor.
+    print(f"model {args.model}, {args.prompts} prompts x n={args.n}, max_tokens {args.max_tokens}, "
+          f"engine {args.engine}")
+    raw_tps, pipe_tps, ratios = [], [], []
+    for i in range(args.repeats):  # interleaved: machine noise hits both alike
+        r, p = raw_run(args), pipeline(args)
+        r_tps, p_tps = r["tokens"] / r["seconds"], p["tokens"] / p["seconds"]
+        raw_tps.append(r_tps), pipe_tps.append(p_tps), ratios.append(p_tps / r_tps)
+        print(f"[{i + 1}/{args.repeats}] raw {r['tokens']} tokens in {r['seconds']:.2f}s = {r_tps:.1f} tok/s "
+              f"(engine start {r['start_seconds']:.1f}s); pipeline {p['tokens']} tokens in {p['seconds']:.2f}s = "
+              f"{p_tps:.1f} tok/s (engine start {p['start_seconds']:.1f}s, stage wall {p['wall_seconds']:.1f}s); "
+              f"ratio {p_tps / r_tps:.3f}", flush=True)
+    med = statistics.median
+    print(f"raw vllm.LLM.generate: {med(raw_tps):.1f} tokens/s (median of {args.repeats})")
+    print(f"pipeline:              {med(pipe_tps):.1f} tokens/s (median of {args.repeats})")
+    print(f"ratio pipeline/raw: {med(ratios):.3f} median of per-pair ratios "
+          f"{', '.join(f'{x:.3f}' for x in ratios)} (target >= 0.97)")
+
+
+def raw_run(args) -> dict:
+    """The raw engine in its own process, with the thread count Ray gives the pipeline's actor."""
     env = {**os.environ, "OMP_NUM_THREADS": str(int(args.num_cpus))}
     proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", "raw"], env=env,
                           capture_output=True, text=True)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode or not line:
         sys.exit(proc.stdout[-2000:] + proc.stderr[-4000:])
-    r = json.loads(line[-1][7:])
-    p = pipeline(args)
-    r_tps, p_tps = r["tokens"] / r["seconds"], p["tokens"] / p["seconds"]
-    print(f"model {args.model}, {args.prompts} prompts x n={args.n}, max_tokens {args.max_tokens}, "
-          f"engine {args.engine}")
-    print(f"raw vllm.LLM.generate: {r['tokens']} tokens in {r['seconds']:.2f}s = {r_tps:.1f} tokens/s "
-          f"(engine start {r['start_seconds']:.1f}s)")
-    print(f"pipeline:              {p['tokens']} tokens in {p['seconds']:.2f}s = {p_tps:.1f} tokens/s "
-          f"(engine start {p['start_seconds']:.1f}s, stage wall {p['wall_seconds']:.1f}s)")
-    print(f"ratio pipeline/raw: {p_tps / r_tps:.3f} (target >= 0.97)")
-
+    return json.loads(line[-1][7:])
 
 if __name__ == "__main__":
     main()

@@ -48,6 +48,10 @@ def _describe(job) -> str:
     if p:
         stages = ", ".join(f"{k} {v}" for k, v in p.stages.items())
         lines.append(f"stage:   {p.stage or '-'}" + (f"  ({stages})" if stages else ""))
+        for stage, bar in p.progress.items():
+            total = f"/{bar['total']}" if bar.get("total") else ""
+            extra = "".join(f", {k} {v}" for k, v in (bar.get("counts") or {}).items())
+            lines.append(f"running: {stage} {bar['done']}{total} {bar['unit']}s{extra}")
         if p.counts:
             lines.append("counts:  " + ", ".join(f"{k} {v}" for k, v in p.counts.items()))
         if p.error and p.state != "STOPPED":

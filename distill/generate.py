@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import cluster
+from distill import cluster, progress
 from distill.models import resolve_model
 from distill.spec import Sampling, Teacher
 
@@ -423,18 +423,8 @@ class Tally:
         self.verified_problems += len(per_problem)
 
 
-def _progress(total: int | None, desc: str):
-    try:
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, unit="shard", file=sys.stderr, dynamic_ncols=True,
-                    disable=os.environ.get("DISTILL_PROGRESS", "1") == "0")
-    except ImportError:  # pragma: no cover
-        return None
-
-
 def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict, shard_size: int,
-               max_attempts: int = 3, on_shard: Callable[[dict], None] | None = None, desc: str = "generate") -> dict:
+               max_attempts: int = 3, on_shard: Callable[[dict], None] | None = None, stage: str | None = None) -> dict:
     """Generate every missing shard of `prompts` into shard_dir. Returns stats (this call's and the total)."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     for stale in shard_dir.glob(".shard-*.tmp-*"):  # a write the last driver did not finish
@@ -442,9 +432,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     total_rows = prompts.num_rows if isinstance(prompts, pa.Table) else pq.ParquetFile(prompts).metadata.num_rows
     n_shards = -(-total_rows // shard_size)
     done_before = {int(p.stem.split("-")[1]) for p in shard_dir.glob(SHARD_GLOB)}
-    bar = _progress(n_shards, desc)
-    if bar is not None:
-        bar.update(len(done_before & set(range(n_shards))))
+    bar = progress.Bar(stage, n_shards, "shard", initial=len(done_before & set(range(n_shards))), default="generate")
     tally = Tally()
     t_start = t_call = time.time()
     # Wall time of earlier, interrupted calls on these shards (up to each one's last committed shard): the ledger
@@ -458,7 +446,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     written = 0
 
     def progress_file() -> None:
-        state = {"stage": desc, "shards_total": n_shards, "shards_done": len(done_before) + written,
+        state = {"stage": bar.stage, "shards_total": n_shards, "shards_done": len(done_before) + written,
                  "traces": tally.traces, "errors": tally.errors, "elapsed_s": round(time.time() - t_start, 1),
                  "wall_total_s": round(prior_wall + time.time() - t_call, 2), "updated": time.time()}
         tmp = shard_dir / f".{PROGRESS_FILE}.tmp"
@@ -504,14 +492,12 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
                 tally.add(table, len(recs))
                 written += 1
                 progress_file()
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1, traces=tally.traces, errors=tally.errors)
                 if on_shard is not None:
                     on_shard({"shard": sid, "rows": table.num_rows, **{k: v for k, v in result.items()
                                                                        if k != "rows"}})
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         if started:
             backend.close()
     return {"shards": n_shards, "shards_resumed": len(done_before & set(range(n_shards))),

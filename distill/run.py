@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from distill import artifacts, cluster, ledger
+from distill import artifacts, cluster, ledger, progress
 from distill.dataset import build_sft_dataset
 from distill.evaluate import evaluate_model
 from distill.generate import generate_stage
@@ -48,7 +48,11 @@ class Runner:
             m = artifacts.marker(path)
         else:
             _log(f"{name}: running")
-            m = artifacts.commit_stage(path, fp, build)
+            progress.set_stage(name)  # the name the stage's progress bar and status counts go under
+            try:
+                m = artifacts.commit_stage(path, fp, build)
+            finally:
+                progress.set_stage(None)
             _log(f"{name}: done in {m['seconds']}s {json.dumps(m['stats'], default=str)[:300]}")
         self.markers[name] = m
         return m
@@ -78,6 +82,7 @@ class Runner:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "spec.yaml").write_text(yaml.safe_dump(s.model_dump(), sort_keys=False))
         cluster.configure(s.ray_address)
+        progress.configure(self.root)
 
         local_files = [artifacts.file_digest(src.path) for src in s.prompts.sources if src.path]
         fp_prompts = artifacts.fingerprint("prompts", s.prompts.model_dump(), local_files)

@@ -12,6 +12,7 @@ reads back from the job's logs (`distill.Client.jobs.retrieve`), so progress tra
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from distill import artifacts
+from distill import artifacts, progress
 
 STATUS_FILE = "status.json"
 LOG_PREFIX = "[distill status] "
@@ -37,6 +38,8 @@ class StageStatus(BaseModel):
     seconds: float | None = None
     finished: float | None = None
     stats: dict = Field(default_factory=dict)
+    # while running: {"done", "total", "unit", "counts"} from the stage's progress bar (distill.progress)
+    progress: dict | None = None
 
 
 class Progress(BaseModel):
@@ -46,6 +49,8 @@ class Progress(BaseModel):
     stage: str | None = None
     stages: dict[str, str] = Field(default_factory=dict)
     counts: dict[str, int] = Field(default_factory=dict)
+    # running stages' progress: {stage: {"done", "total", "unit", "counts"}}
+    progress: dict[str, dict] = Field(default_factory=dict)
     error: str | None = None
     output_dir: str | None = None
 
@@ -67,7 +72,8 @@ class RunStatus(BaseModel):
 
     def progress(self) -> Progress:
         return Progress(state=self.state, stage=self.stage, stages={k: v.state for k, v in self.stages.items()},
-                        counts=self.counts, error=self.error, output_dir=self.output_dir)
+                        counts=self.counts, error=self.error, output_dir=self.output_dir,
+                        progress={k: v.progress for k, v in self.stages.items() if v.progress})
 
 
 def _rank(key: str) -> tuple[int, str]:
@@ -91,6 +97,9 @@ def scan(root: Path, since: float) -> dict[str, StageStatus]:
         if tmp.is_dir() and tmp.stat().st_mtime >= since - 1:
             key = (tmp.parent.relative_to(root) / tmp.name[1:].rsplit(".tmp-", 1)[0]).as_posix()
             stages[key] = StageStatus(state="running")
+    for key, rec in progress.read_all(root).items():
+        if key in stages and stages[key].state == "running" and rec.get("updated", 0) >= since - 1:
+            stages[key].progress = {k: rec.get(k) for k in ("done", "total", "unit", "counts")}
     return dict(sorted(stages.items(), key=lambda kv: _rank(kv[0])))
 
 
@@ -109,6 +118,17 @@ def current_stage(stages: dict[str, StageStatus]) -> str | None:
         return active[-1]
     done = [(v.finished or 0, k) for k, v in stages.items()]
     return max(done)[1] if done else None
+
+
+def _change_key(s: RunStatus) -> str:
+    """What must change for a new status line: anything but the time, with progress in whole percent (and its
+    counts left out), so a long stage prints ~100 lines, not one per poll."""
+    d = s.model_dump(exclude={"updated"})
+    for st in d["stages"].values():
+        p = st.get("progress")
+        if p:
+            st["progress"] = int(100 * p["done"] / p["total"]) if p.get("total") else p["done"]
+    return json.dumps(d, sort_keys=True, default=str)
 
 
 def parse_log(logs: str) -> Progress | None:
@@ -174,7 +194,7 @@ class StatusReporter:
                 stages = {k: StageStatus(state=end) if v.state == "running" else v for k, v in stages.items()}
             s = self.status.model_copy(update={"stages": stages, "counts": counts(stages),
                                                "stage": current_stage(stages), **final})
-            key = s.model_dump_json(exclude={"updated"})
+            key = _change_key(s)
             if key != self._last:
                 s.updated = time.time()
                 self._write(s)

@@ -94,8 +94,36 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
     if student.fsdp:
         config["fsdp"] = "full_shard auto_wrap"
     config.update(overrides)
-    return SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
-                      processing_class=_load_tokenizer(base, student), peft_config=peft_config)
+    trainer = SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
+                         processing_class=_load_tokenizer(base, student), peft_config=peft_config)
+    trainer.add_callback(_progress_callback(student))
+    return trainer
+
+
+def _progress_callback(student: Student):
+    """Steps done / total as the stage's progress bar and status counts (rank 0 only), with the last loss."""
+    from transformers import TrainerCallback
+
+    from distill import progress
+
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.bar = progress.Bar(None, state.max_steps, "step", initial=state.global_step,
+                                        default=f"train/{student.name}")
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+                self.bar.update(state.global_step - self.bar.done, **({"loss": round(loss, 4)} if loss else {}))
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()
 
 
 def tokenizer_for(student: Student):

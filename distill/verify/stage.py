@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import progress
 from distill.verify import dedup
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
@@ -265,10 +266,30 @@ class FilterRun:
         t0 = time.monotonic()
         grams = self.decontam.grams if self.decontam else {}
         init = (self.s, grams, self.s.decontam_ngram)
+        bar = progress.Bar(None, total_rows, "trace", default="verify")
+
+        def add(res: BatchResult) -> None:
+            self.results.append(res)
+            bar.update(len(res.reason), pending=sum(len(r.pending) for r in self.results))
+
+        try:
+            self._pass1(batches, total_rows, init, add)
+        finally:
+            bar.close()
+        self.seconds["pass1"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        self._resolve_pending()
+        self.seconds["check"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        self._decide()
+        self.seconds["dedup"] = round(time.monotonic() - t0, 2)
+
+    def _pass1(self, batches: Iterator[dict], total_rows: int | None, init: tuple,
+               add: Callable[[BatchResult], None]) -> None:
         if self.workers <= 1 or (total_rows is not None and total_rows < PARALLEL_MIN_ROWS):
             _init_worker(*init)
             for cols in batches:
-                self.results.append(_pass1(cols))
+                add(_pass1(cols))
         else:
             ctx = mp.get_context("spawn")  # the caller may hold Ray's threads: never fork it
             with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
@@ -277,16 +298,9 @@ class FilterRun:
                 for cols in batches:
                     window.append(ex.submit(_pass1, cols))
                     if len(window) >= 2 * self.workers:
-                        self.results.append(window.popleft().result())
+                        add(window.popleft().result())
                 while window:
-                    self.results.append(window.popleft().result())
-        self.seconds["pass1"] = round(time.monotonic() - t0, 2)
-        t0 = time.monotonic()
-        self._resolve_pending()
-        self.seconds["check"] = round(time.monotonic() - t0, 2)
-        t0 = time.monotonic()
-        self._decide()
-        self.seconds["dedup"] = round(time.monotonic() - t0, 2)
+                    add(window.popleft().result())
 
     def _resolve_pending(self) -> None:
         from distill.verify import checker
