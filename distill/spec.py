@@ -207,6 +207,14 @@ class Student(Strict):
     chat_template: str | None = Field(None, description="replace the base tokenizer's chat template: a name of "
                                       "TRL's bundled originals (qwen2_5, qwen3, llama3_1, ...) or a .jinja file")
 
+    @model_validator(mode="after")
+    def _fsdp_on_gpus(self) -> "Student":
+        # accelerate has no CPU FSDP: on CPU workers the Trainer would quietly fall back to DDP.
+        if self.fsdp and (self.workers < 2 or self.gpus_per_worker <= 0):
+            raise ValueError("student.fsdp needs workers > 1 and gpus_per_worker > 0 (FSDP shards parameters "
+                             "across GPU processes; on CPU it would silently run as DDP)")
+        return self
+
     @field_validator("chat_template")
     @classmethod
     def _template_known(cls, v: str | None) -> str | None:

@@ -54,6 +54,7 @@ def _loop(config: dict) -> None:
     if fault:
         trainer.add_callback(KillOnce())
     trainer = prepare_trainer(trainer)
+
     resume = None
     checkpoint = ray.train.get_checkpoint()
     t0 = time.time()
@@ -72,6 +73,7 @@ def _loop(config: dict) -> None:
             "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
             "steps": result.global_step, "train_loss": result.training_loss,
             "resumed_from_step": _step_of(resume) if resume else 0,
+            "strategy": "fsdp" if trainer.is_fsdp_enabled else "ddp",  # what ran, not what was asked for
             "seconds": round(time.time() - t0, 2), "device": "cuda" if student.gpus_per_worker else "cpu",
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))

@@ -89,3 +89,12 @@ def test_cli_validate(tmp_path, capsys):
     assert capsys.readouterr().err == "spec error: sampling.temprature: unknown key\n"
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_student_fsdp_on_cpu_and_unknown_chat_template_name_the_field():
+    d = _data()
+    d["students"][0].update({"fsdp": True, "workers": 2})
+    d["students"].append({**copy.deepcopy(d["students"][0]), "name": "b", "fsdp": False, "chat_template": "qwen9"})
+    lines = _error(d).splitlines()
+    assert lines[0].startswith("students[0]: ") and "student.fsdp needs workers > 1 and gpus_per_worker > 0" in lines[0]
+    assert lines[1].startswith("students[1].chat_template: student.chat_template: unknown template 'qwen9'")

@@ -29,5 +29,6 @@ def test_two_workers_resume_after_a_killed_worker(tmp_path, tiny_llama, ray_loca
     # kill beat step 4's report), not from scratch
     assert stats["resumed_from_step"] in (2, 4)
     assert stats["steps"] == 12 and stats["workers"] == 2     # nothing lost: every step of 3 epochs ran
+    assert stats["strategy"] == "ddp"
     assert stats["examples"] == 8
     assert (out / "merged" / "model.safetensors").exists()
