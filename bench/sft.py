@@ -1,5 +1,6 @@
 """SFT throughput: plain TRL SFTTrainer (no packing, padded batches) versus distill's trainer (best-fit-decreasing
-packing, padding-free) on the same model, data and hyperparameters, one run.
+packing, padding-free) on the same model, data and hyperparameters, one run. Both take the same examples per
+optimizer step (`batch_size`; packed rows per step are scaled to hold that many, see `train._rows_per_step`).
 
     .venv/bin/python bench/sft.py [--examples 96] [--repeats 3]
 

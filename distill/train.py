@@ -56,6 +56,7 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
     from distill.varlen_attention import best_for_packing
 
     base = resolve_model(student.base)
+    tok = _load_tokenizer(base, student)
     use_cuda = torch.cuda.is_available()
     # Padding-free batches need an attention that reads the sequence boundaries (see distill/varlen_attention.py).
     attn = best_for_packing() if student.packing else "sdpa"
@@ -71,7 +72,7 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=student.epochs,
         learning_rate=student.learning_rate,
-        per_device_train_batch_size=student.batch_size,
+        per_device_train_batch_size=_rows_per_step(ds, student, tok),
         gradient_accumulation_steps=student.gradient_accumulation_steps,
         warmup_steps=student.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of all steps
         max_length=student.max_length,
@@ -95,9 +96,22 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
         config["fsdp"] = "full_shard auto_wrap"
     config.update(overrides)
     trainer = SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
-                         processing_class=_load_tokenizer(base, student), peft_config=peft_config)
+                         processing_class=tok, peft_config=peft_config)
     trainer.add_callback(_progress_callback(student))
     return trainer
+
+
+def _rows_per_step(ds, student: Student, tok, sample: int = 1000) -> int:
+    """`student.batch_size` counts examples per step, packed or not. A packed row holds about max_length /
+    mean-length examples, so packing gets batch_size x mean / max_length rows: the same examples (and optimizer
+    steps) per epoch as without packing, rather than several times fewer, larger steps that change the
+    effective batch size and learning-rate schedule with the packing switch."""
+    if not student.packing or len(ds) == 0:
+        return student.batch_size
+    rows = ds.select(range(min(sample, len(ds))))
+    mean = sum(len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False))
+               for r in rows) / len(rows)
+    return max(1, round(student.batch_size * mean / student.max_length))
 
 
 def _progress_callback(student: Student):
