@@ -191,7 +191,7 @@ class Student(Strict):
     lora: Lora = Field(default_factory=Lora)
     epochs: float = Field(1, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="examples per optimizer step and device, packed or not")
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int = Field(4096, ge=16, description="tokens per training example")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
