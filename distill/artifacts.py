@@ -36,6 +36,14 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None when it is missing or half-written (readers of a run in progress)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def marker(stage_dir: Path) -> dict | None:
     try:
         return json.loads((stage_dir / MARKER).read_text())

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import cluster, progress
+from distill import artifacts, cluster, progress
 from distill.models import resolve_model
 from distill.spec import Sampling, Teacher
 
@@ -437,7 +437,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     t_start = t_call = time.time()
     # Wall time of earlier, interrupted calls on these shards (up to each one's last committed shard): the ledger
     # charges the whole generation, not just the call that finished it.
-    prior_wall = _read_json(shard_dir / PROGRESS_FILE).get("wall_total_s", 0.0) if done_before else 0.0
+    prior_wall = (artifacts.read_json(shard_dir / PROGRESS_FILE) or {}).get("wall_total_s", 0.0) if done_before else 0.0
     attempts: dict[int, int] = {}
     pending: dict[cf.Future, tuple[int, list[dict]]] = {}
     todo = ((sid, recs) for sid, recs in iter_shards(prompts, shard_size) if sid not in done_before)
@@ -505,12 +505,6 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
             "generation_seconds": round(time.time() - t_start, 2) if written else 0.0,
             "worker_restarts": getattr(backend, "restarts", 0), "prior_wall_seconds": prior_wall, "tally": tally}
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def make_backend(model: str, teacher: Teacher, seed: int, teacher_id: str | None = None):

@@ -52,29 +52,24 @@ def file_for(root: Path, stage: str) -> Path:
 
 def read_all(root: Path) -> dict[str, dict]:
     """stage -> its last progress record, for every stage that has written one under `root`."""
-    out = {}
-    for f in sorted((root / DIR).glob("*.json")):
-        try:
-            rec = json.loads(f.read_text())
-            out[rec["stage"]] = rec
-        except (OSError, ValueError, KeyError):
-            continue  # a file being replaced; the next poll reads it
-    return out
+    from distill.artifacts import read_json
+
+    recs = (read_json(f) for f in sorted((root / DIR).glob("*.json")))
+    return {r["stage"]: r for r in recs if isinstance(r, dict) and "stage" in r}  # None: being replaced
 
 
 class Bar:
     """Progress of one stage in `unit`s; `update(n, **counts)` adds n done and replaces the counts given."""
 
-    def __init__(self, stage: str | None, total: int | None, unit: str, initial: int = 0, enabled: bool = True,
-                 default: str = "stage"):
+    def __init__(self, stage: str | None, total: int | None, unit: str, initial: int = 0, default: str = "stage"):
         stage = stage or current_stage(default)
         self.stage, self.total, self.unit = stage, total, unit
         self.done = initial
         self.counts: dict[str, int | float] = {}
         self._written = 0.0
-        self._root = run_dir() if enabled else None
+        self._root = run_dir()
         self._bar = None
-        if enabled and os.environ.get("DISTILL_PROGRESS", "1") != "0":
+        if os.environ.get("DISTILL_PROGRESS", "1") != "0":
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc=stage, unit=unit, file=sys.stderr,

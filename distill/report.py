@@ -34,7 +34,6 @@ price, summed over stages (distill/ledger.py's formula); cost per kept trace = c
 from __future__ import annotations
 
 import io
-import json
 import os
 import re
 import time
@@ -119,13 +118,6 @@ class Run:
         return node
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def _slug(name: str) -> str:
     # Same rule as distill.run names eval/base-<slug> (not imported: run.py pulls in every stage's imports).
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
@@ -174,7 +166,7 @@ def load_run(run_dir: str | Path) -> Run:
     spec_text = spec_path.read_text() if spec_path.exists() else ""
     spec = (yaml.safe_load(spec_text) if spec_text else None) or {}
     keys = list(dict.fromkeys(expected_stages(spec) + _found_stages(root)))
-    return Run(root, spec, spec_text, _read_json(root / "run.json"), {k: _stage(root, k) for k in keys})
+    return Run(root, spec, spec_text, artifacts.read_json(root / "run.json"), {k: _stage(root, k) for k in keys})
 
 
 # ---------------------------------------------------------------- charts (matplotlib, inlined as SVG)
@@ -384,7 +376,7 @@ def _funnel_from_reasons(run: Run, stats: dict) -> list[dict]:
 
 
 def funnel(run: Run) -> dict:
-    stats = _read_json(run.root / "verify" / "stats.json") if run.done("verify") else None
+    stats = artifacts.read_json(run.root / "verify" / "stats.json") if run.done("verify") else None
     if not stats:
         return _waiting(run, "verify", "The funnel")
     steps = stats.get("funnel")
@@ -451,7 +443,7 @@ def _models(run: Run) -> list[dict]:
     models = []
     for name in names:
         key = f"eval/{name}"
-        scores = (_read_json(run.root / key / "scores.json") if run.done(key) else None) or {}
+        scores = (artifacts.read_json(run.root / key / "scores.json") if run.done(key) else None) or {}
         base = student_base.get(name)
         n_students = sum(not m["is_base"] for m in models)
         models.append({

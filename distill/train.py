@@ -35,13 +35,14 @@ def _load_tokenizer(base: str, student: Student | None = None):
     return tok
 
 
-def _within_length(ds, tok, max_length: int):
-    def n_tokens(ex):
-        ids = tok.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=False)
-        ids = ids["input_ids"] if isinstance(ids, dict) else ids
-        return {"n_tokens": len(ids)}
+def _example_tokens(tok, ex) -> int:
+    """Tokens of one prompt-completion example as the trainer sees it (the whole chat, templated)."""
+    ids = tok.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=False)
+    return len(ids["input_ids"] if isinstance(ids, dict) else ids)
 
-    ds = ds.map(n_tokens)
+
+def _within_length(ds, tok, max_length: int):
+    ds = ds.map(lambda ex: {"n_tokens": _example_tokens(tok, ex)})
     keep = ds.filter(lambda ex: ex["n_tokens"] <= max_length)
     return keep, len(ds) - len(keep), int(sum(keep["n_tokens"]))
 
@@ -109,8 +110,7 @@ def _rows_per_step(ds, student: Student, tok, sample: int = 1000) -> int:
     if not student.packing or len(ds) == 0:
         return student.batch_size
     rows = ds.select(range(min(sample, len(ds))))
-    mean = sum(len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False))
-               for r in rows) / len(rows)
+    mean = sum(_example_tokens(tok, r) for r in rows) / len(rows)
     return max(1, round(student.batch_size * mean / student.max_length))
 
 

@@ -25,9 +25,8 @@ def _loop(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
     from transformers import TrainerCallback
 
-    from distill.train import _save, build_trainer, load_sft, tokenizer_for
-
     from distill import progress
+    from distill.train import _save, build_trainer, load_sft, tokenizer_for
 
     student = Student.model_validate(config["student"])
     progress.configure(config.get("run_dir"))  # a worker does not inherit the driver's environment
@@ -54,7 +53,6 @@ def _loop(config: dict) -> None:
     if fault:
         trainer.add_callback(KillOnce())
     trainer = prepare_trainer(trainer)
-
     resume = None
     checkpoint = ray.train.get_checkpoint()
     t0 = time.time()

@@ -35,7 +35,8 @@ def family_tokenizer(family: str):
 
     _, special, added, eos, template = FAMILIES[family]
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
-    tok.add_special_tokens({"additional_special_tokens": special}) if special else None
+    if special:
+        tok.add_special_tokens({"additional_special_tokens": special})
     tok.add_tokens(added)
     tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(LLAMA3_PRETOKENIZE), behavior="isolated"),
