@@ -69,7 +69,13 @@ def test_each_filter_has_its_reason(tmp_path):
     assert reasons(traces) == ["correct", "truncated", "missing_think", "unclosed_think", "repetition",
                                "language_mixing", "empty_answer", "incorrect", "no_answer", "too_short"]
     assert [k["problem_id"] for k in kept] == ["a"]
-    assert stats["generated"] == 10 and stats["kept"] == 1 and stats["correct"] == 1
+    # `correct` is the answer alone: the looping, language-mixing, think-less and short traces all boxed 7
+    assert [t["correct"] for t in traces] == [True, False, True, False, True, True, False, False, False, True]
+    assert [t["kept"] for t in traces] == [True] + [False] * 9
+    assert [t["extracted"] for t in traces][4:6] == ["7", "7"]
+    assert stats["generated"] == 10 and stats["kept"] == 1 and stats["correct"] == 5
+    assert stats["correct_not_kept"] == {"missing_think": 1, "repetition": 1, "language_mixing": 1, "too_short": 1}
+    assert stats["outcomes"] == {"correct": 5, "incorrect": 1}
     assert sum(stats["reasons"].values()) == 10
 
 

@@ -15,6 +15,15 @@ Children are forked from a zygote process that has math-verify and sympy importe
 killed child costs milliseconds, not the seconds of a cold import. Only strings cross the pipe: no sympy object is ever
 unpickled or `str()`-ed in the parent. Results are (outcome, detail): outcome is correct | incorrect |
 unverifiable; math-verify's exceptions are reported (raise_on_error=True), never turned into "incorrect".
+
+Parsing is strict: only a parse of the whole answer counts. math-verify's default extraction, when the LaTeX does
+not parse, falls back to any smaller match it can read, so `7\\sqrt(3)` becomes 7 and equals a reference of 7.
+Before math-verify's own `verify`, `check` settles the classes it gets wrong: exact rationals (and long decimals
+printed from them), two closed-form numbers to 45 digits, an angle in degrees against radians (when the caller
+says the problem is about angles, or an answer carries a degree sign), two equations of the same line or curve
+(`y = 2 - x/2` and `x + 2y = 4`: one is a non-zero multiple of the other), and inequalities joined by "or" /
+"and" against intervals (`x \\le 1 \\text{ or } x \\ge 3` is `(-\\infty,1]\\cup[3,\\infty)`; math-verify reads both
+joiners as a list).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +39,7 @@ import sys
 import threading
 import time
 from collections import deque
+from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 
 CHUNK = 8  # items handed to a child at once: a killed child loses (and we requeue) at most this many
@@ -110,16 +121,97 @@ def _same_number(a, b) -> bool | None:
 
 
 def _parse(text: str):
+    """math-verify's parse of the whole of `text`, or []: no fallback to a part of it (see the module doc)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     return parse(f"${text}$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()],
-                 parsing_timeout=None, raise_on_error=True)
+                 fallback_mode="no_fallback", extraction_mode="first_match", parsing_timeout=None,
+                 raise_on_error=True)
 
 
-def check(pred: str, gold: str) -> tuple[str, str]:
+def _same_equation(a, b) -> bool | None:
+    """Whether two equations with variables describe the same set: a - b on one side is a non-zero constant
+    multiple of the other's. None when either is not such an equation."""
+    import sympy
+
+    if not (isinstance(a, sympy.Eq) and isinstance(b, sympy.Eq)) or not (a.free_symbols or b.free_symbols):
+        return None
+    if any(isinstance(side, sympy.Set) or not isinstance(side, sympy.Expr) for side in (*a.args, *b.args)):
+        return None
+    da, db = a.lhs - a.rhs, b.lhs - b.rhs
+    if da == 0 or db == 0:
+        return None
+    ratio = sympy.simplify(da / db)
+    return bool(not ratio.free_symbols and ratio.is_number and ratio.is_finite and ratio != 0)
+
+
+_JOINER = re.compile(r"\\text\s*\{\s*(or|and)\s*\}|\\(lor|vee|land|wedge)(?![A-Za-z])|(?<![A-Za-z\\])(or|and)(?![A-Za-z])")
+_INEQUALITIES = ("LessThan", "StrictLessThan", "GreaterThan", "StrictGreaterThan")
+
+
+def _split_joined(text: str) -> tuple[str, list[str]] | None:
+    """("or" | "and", parts) for inequalities joined at the top level by one kind of joiner, else None."""
+    kinds, parts, last = set(), [], 0
+    for m in _JOINER.finditer(text):
+        head = text[: m.start()]
+        if head.count("{") != head.count("}") or head.count("(") + head.count("[") != head.count(")") + head.count("]"):
+            continue  # inside braces or brackets (a set-builder, an interval): not a top-level joiner
+        word = m.group(1) or m.group(2) or m.group(3)
+        kinds.add("or" if word in ("or", "lor", "vee") else "and")
+        parts.append(text[last : m.start()])
+        last = m.end()
+    if not parts or len(kinds) != 1:
+        return None
+    return kinds.pop(), [*parts, text[last:]]
+
+
+def _as_set(expr, text: str, depth: int = 0):
+    """The set of reals an answer describes when it is an interval, a union of intervals, or inequalities in
+    one variable (joined by "or"/"and": read from the text, as math-verify reads both as a list); else None."""
+    import sympy
+
+    joined = _split_joined(text) if depth == 0 else None
+    if joined is not None:
+        kind, texts = joined
+        sets = []
+        for t in texts:
+            parsed = _parse(t.strip())
+            one = _as_set(parsed[0], t, 1) if parsed else None
+            if one is None:
+                return None
+            sets.append(one)
+        return sympy.Union(*sets) if kind == "or" else sympy.Intersection(*sets)
+    if isinstance(expr, (sympy.Interval, sympy.Union)):
+        return expr
+    if isinstance(expr, sympy.Eq) and expr.lhs.is_Symbol and isinstance(expr.rhs, (sympy.Interval, sympy.Union)):
+        return expr.rhs  # x \in [1, 2]
+    inequality = type(expr).__name__ in _INEQUALITIES or (
+        isinstance(expr, (sympy.And, sympy.Or)) and all(type(a).__name__ in _INEQUALITIES for a in expr.args))
+    if inequality and len(expr.free_symbols) == 1:
+        return expr.as_set()
+    return None
+
+
+def _inequality_sets(gold_expr, gold: str, pred_expr, pred: str) -> bool | None:
+    """Whether two answers describe the same set of reals, when at least one is written as inequalities."""
+    import sympy
+
+    g, p = _as_set(gold_expr, gold), _as_set(pred_expr, pred)
+    if g is None or p is None:
+        return None
+    if isinstance(gold_expr, (sympy.Interval, sympy.Union)) and isinstance(pred_expr, (sympy.Interval, sympy.Union)):
+        return None  # two intervals: math-verify's own rules (an open interval may be a point)
+    return g.symmetric_difference(p) == sympy.S.EmptySet
+
+
+def check(pred: str, gold: str, angles: bool = False) -> tuple[str, str]:
     """(outcome, detail) for one normalised answer against its reference. Runs math-verify: call it in a
-    checker child (or any process's main thread where hanging is acceptable)."""
+    checker child (or any process's main thread where hanging is acceptable). `angles`: a plain number may be
+    an angle in degrees (the problem is about angles, or an answer had a degree sign), so 45 can be pi/4."""
+    import sympy
     from math_verify import verify
+
+    from distill.verify.mathcmp import decimal_matches, is_decimal
 
     gold_parsed = _parse(gold)
     if not gold_parsed:
@@ -130,7 +222,24 @@ def check(pred: str, gold: str) -> tuple[str, str]:
     gold_expr, pred_expr = gold_parsed[0], pred_parsed[0]
     g, p = _exact_rational(gold_expr), _exact_rational(pred_expr)
     if g is not None and p is not None:
-        return ("correct" if g == p else "incorrect"), "exact_rational"
+        if g == p:
+            return "correct", "exact_rational"
+        if is_decimal(pred) != is_decimal(gold):  # a printed decimal against an exact value
+            dec, exact = (pred, g) if is_decimal(pred) else (gold, p)
+            if decimal_matches(dec, Fraction(int(exact.p), int(exact.q))):
+                return "correct", "decimal_rounded"
+        return "incorrect", "exact_rational"
+    same = _same_equation(gold_expr, pred_expr)
+    if same is not None:
+        return ("correct" if same else "incorrect"), "equation"
+    same = _inequality_sets(gold_expr, gold, pred_expr, pred)
+    if same is not None:
+        return ("correct" if same else "incorrect"), "inequality_set"
+    if angles and _closed_number(gold_expr) and _closed_number(pred_expr) and \
+            gold_expr.has(sympy.pi) != pred_expr.has(sympy.pi):
+        degrees, radians = (pred_expr, gold_expr) if gold_expr.has(sympy.pi) else (gold_expr, pred_expr)
+        if _same_number(degrees * sympy.pi / 180, radians):
+            return "correct", "angle_degrees"
     if _closed_number(gold_expr) and _closed_number(pred_expr):
         # Two numbers (no variables): equal only when they agree to 45 significant digits, not math-verify's 6.
         # A decimal is exact (3.14159265 is not \pi); 1/2006! is not 1/2004! although both are ~0.
@@ -163,7 +272,7 @@ def _serve(conn, memory_mb: int, soft_timeout: float, hang_on: str | None = None
             return
         if batch is None:
             return
-        for key, pred, gold in batch:
+        for key, pred, gold, *options in batch:
             if hang_on is not None and pred == hang_on + ":hang":  # tests: stuck where no signal gets through
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
                 time.sleep(3600)
@@ -172,7 +281,7 @@ def _serve(conn, memory_mb: int, soft_timeout: float, hang_on: str | None = None
                 try:
                     if hang_on is not None and pred == hang_on + ":bloat":  # tests: allocate past the limit
                         _ = bytearray(2 * (memory_mb or 1024) * 2**20)
-                    result = check(pred, gold)
+                    result = check(pred, gold, *options)
                 finally:
                     signal.setitimer(signal.ITIMER_REAL, 0)
             except _SoftTimeout:
@@ -294,7 +403,7 @@ class _Child:
     def send(self, items: list, now: float) -> None:
         self.inflight.extend(items)
         self.started = now
-        self.conn.send([(k, p, g) for k, p, g in items])
+        self.conn.send([tuple(item) for item in items])
 
     def stop(self) -> None:
         try:
@@ -312,8 +421,8 @@ class _Child:
 
 
 class CheckerPool:
-    """A pool of checker children. `check_many(pairs)` returns one (outcome, detail) per (pred, gold) pair, in
-    order; no pair can take longer than about `timeout_s` + 1 s, whatever it is. Thread-safe (one batch at a
+    """A pool of checker children. `check_many(pairs)` returns one (outcome, detail) per (pred, gold) pair (or
+    (pred, gold, angles): see `check`), in order; no pair can take longer than about `timeout_s` + 1 s, whatever it is. Thread-safe (one batch at a
     time)."""
 
     def __init__(self, workers: int = 1, timeout_s: float = 5.0, memory_mb: int = 1024, _hang_on: str | None = None):
@@ -341,7 +450,7 @@ class CheckerPool:
 
     def _run(self, pairs):
         results: list = [None] * len(pairs)
-        todo = deque((i, p, g) for i, (p, g) in enumerate(pairs))
+        todo = deque((i, *pair) for i, pair in enumerate(pairs))
         while len(self.children) < min(self.workers, len(pairs)):
             self.children.append(self._spawn())
         remaining = len(pairs)

@@ -87,22 +87,35 @@ def _from_result(predicted: str, outcome: str, detail: str) -> Verdict:
     return Verdict(False, f"unverifiable: {detail}", predicted, detail)
 
 
-def compare_many(pairs: list[tuple[str, str]], workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S,
+def _for_checker(pred: str, gold: str, angle_problem: bool) -> tuple[str, str, bool]:
+    """The normalised pair the checker compares, with its angle flag. An equation against an equation keeps
+    both sides' `y =` (`y = 2 - x/2` is the line `x + 2y = 4`, not the number 2 - x/2)."""
+    from distill.verify.mathcmp import mentions_degrees, normalise
+
+    p, g = normalise(pred), normalise(gold)
+    if "=" in p or "=" in g:
+        p, g = normalise(pred, keep_assignment=True), normalise(gold, keep_assignment=True)
+    return p, g, angle_problem or mentions_degrees(pred) or mentions_degrees(gold)
+
+
+def compare_many(pairs: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S,
                  memory_mb: int = DEFAULT_MEMORY_MB) -> list[tuple[str, str]]:
-    """(outcome, detail) for each (answer, reference) pair: exact fast path here, math-verify in the checker
-    pool for the rest. Each distinct pair is decided once."""
+    """(outcome, detail) for each (answer, reference) or (answer, reference, angle_problem) pair: exact fast path
+    here, math-verify in the checker pool for the rest. Each distinct pair is decided once. `angle_problem`
+    (`mathcmp.angle_problem(problem)`): a plain number may be an angle in degrees."""
     from distill.verify import checker
-    from distill.verify.mathcmp import fast_compare, normalise
+    from distill.verify.mathcmp import fast_compare
 
     out: list = [None] * len(pairs)
-    slow: dict[tuple[str, str], list[int]] = {}
-    decided: dict[tuple[str, str], tuple[str, str]] = {}
+    slow: dict[tuple, list[int]] = {}
+    decided: dict[tuple, tuple[str, str]] = {}
     for i, pair in enumerate(pairs):
+        pair = (pair[0], pair[1], bool(pair[2]) if len(pair) > 2 else False)
         if pair in decided:
             out[i] = decided[pair]
             continue
         try:
-            fast = fast_compare(*pair)
+            fast = fast_compare(pair[0], pair[1])
         except Exception:  # noqa: BLE001 - the fast path gives up; the checker (and its limits) decides
             fast = None
         if fast is not None:
@@ -111,7 +124,7 @@ def compare_many(pairs: list[tuple[str, str]], workers: int = 1, timeout_s: floa
             slow.setdefault(pair, []).append(i)
     if slow:
         keys = list(slow)
-        normed = [(normalise(p), normalise(g)) for p, g in keys]
+        normed = [_for_checker(*key) for key in keys]
         results = checker.pool(workers, timeout_s, memory_mb).check_many(normed)
         for key, res in zip(keys, results):
             for i in slow[key]:
@@ -121,10 +134,13 @@ def compare_many(pairs: list[tuple[str, str]], workers: int = 1, timeout_s: floa
 
 def judge_many(items: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S,
                memory_mb: int = DEFAULT_MEMORY_MB, code_limits=None) -> list[Verdict]:
-    """Judge (response, reference, finish_reason, drop_truncated[, answer_format]) tuples. Never raises for a
-    row: whatever a check does, the row gets a verdict within about `timeout_s` (code: its tests' limits)."""
+    """Judge (response, reference, finish_reason, drop_truncated[, answer_format[, problem]]) tuples (the problem
+    text only decides whether a plain number may be an angle in degrees). Never raises for a row: whatever a
+    check does, the row gets a verdict within about `timeout_s` (code: its tests' limits)."""
+    from distill.verify.mathcmp import angle_problem
+
     verdicts: list = [None] * len(items)
-    math_rows: list[tuple[int, str, str]] = []
+    math_rows: list[tuple[int, str, str, bool]] = []
     code_rows: list[tuple[int, str, str]] = []
     for i, item in enumerate(items):
         response, reference, finish_reason, drop_truncated = item[:4]
@@ -135,10 +151,10 @@ def judge_many(items: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_
         elif answer_format == "code":
             code_rows.append((i, pre, reference))
         else:
-            math_rows.append((i, pre, reference))
+            math_rows.append((i, pre, reference, angle_problem(item[5] if len(item) > 5 else None)))
     if math_rows:
-        results = compare_many([(p, r) for _, p, r in math_rows], workers, timeout_s, memory_mb)
-        for (i, predicted, _), (outcome, detail) in zip(math_rows, results):
+        results = compare_many([(p, r, a) for _, p, r, a in math_rows], workers, timeout_s, memory_mb)
+        for (i, predicted, _, _), (outcome, detail) in zip(math_rows, results):
             verdicts[i] = _from_result(predicted, outcome, detail)
     if code_rows:
         from distill.verify.code import run_tests_many
@@ -150,11 +166,15 @@ def judge_many(items: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_
 
 
 def judge(response: str, reference: str, finish_reason: str | None = None, drop_truncated: bool = True,
-          answer_format: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> Verdict:
+          answer_format: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, problem: str | None = None
+          ) -> Verdict:
     """One trace's verdict (see `judge_many`). Safe to call from any thread."""
-    return judge_many([(response, reference, finish_reason, drop_truncated, answer_format)], 1, timeout_s)[0]
+    return judge_many([(response, reference, finish_reason, drop_truncated, answer_format, problem)], 1, timeout_s)[0]
 
 
-def equivalent(predicted: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+def equivalent(predicted: str, reference: str, timeout_s: float = DEFAULT_TIMEOUT_S, problem: str | None = None
+               ) -> bool:
     """Whether two answers are the same (False when it cannot be decided)."""
-    return compare_many([(predicted, reference)], 1, timeout_s)[0][0] == "correct"
+    from distill.verify.mathcmp import angle_problem
+
+    return compare_many([(predicted, reference, angle_problem(problem))], 1, timeout_s)[0][0] == "correct"

@@ -11,7 +11,13 @@ than math-verify where math-verify is known to err:
   order-free; tuples and points are ordered;
 * multiple-choice references (A-E) match only the same letter;
 * thousands separators (`1,234`, `1{,}234`, `1\\!234`), units (`20 hours`, `5 \\text{ cm}^2`, `90^\\circ`),
-  `\\$`, and a leading `x =` are ignored on both sides; AIME's leading zeros are just integers (033 = 33).
+  `\\$`, and a leading `x =` are ignored on both sides; AIME's leading zeros are just integers (033 = 33);
+* a long decimal (10 or more significant digits) equals a rational when it is that rational rounded or cut to
+  the digits printed: 0.142857142857143 = 1/7, but 0.14 and 0.333333 are not 1/7 and 1/3;
+* `7 million` is 7000000; an answer qualified by words (`7 or more`, `about 7`, `7 \\text{ if } n > 2`) is never
+  the bare number;
+* it never reads part of an answer: anything it cannot account for whole (`7\\sqrt(3)`, `7\\mathrm{i}`, `(C) or
+  (D)`) is either decided by a rule that covers it or handed to the checker, which parses strictly too.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ _SUBS = [
     (re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ|\\degree"), ""),
     (re.compile(r"\\%|%|\\\$|\$"), ""),
     (re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox|operatorname)\s*\{\s*\}"), ""),
+    # \mathrm{i} and \mathrm{e} are the imaginary unit and Euler's number, not units (math-verify drops a
+    # trailing \mathrm{...} as a unit: 3+4\mathrm{i} would be 7)
+    (re.compile(r"\\(?:text|textrm|mathrm|operatorname)\s*\{\s*([ei])\s*\}"), r"\1"),
+    (re.compile(r"\\(?:lor|vee)(?![A-Za-z])"), r" \\text{ or } "),
+    (re.compile(r"\\(?:land|wedge)(?![A-Za-z])"), r" \\text{ and } "),
 ]
 _FRAC_SHORT = [
     (re.compile(r"\\frac\s*(\d)\s*(\d)"), r"\\frac{\1}{\2}"),
@@ -46,13 +57,32 @@ _UNIT_WORDS = re.compile(r"(?<=[\d}.])\s+(?:[A-Za-z]{2,}\.?)(?:\s+[A-Za-z]{2,}\.
 _TEXT_WRAP = re.compile(r"^\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{(.*)\}$")
 _ASSIGN = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!.*=)")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$")
+_OTHER_CHOICE = re.compile(r"\(([A-Ea-e])\)|(?<![A-Za-z\\])([A-E])(?![A-Za-z])")
+# Numbers written with a word: converted (7 million = 7 \cdot 10^{6}), never stripped as a unit.
+MULTIPLIERS = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billion": "10^{9}",
+               "trillion": "10^{12}", "dozen": "12"}
+_MULTIPLIER = re.compile(r"(?<=[\d}])\s*(?:\\(?:text|mathrm|mbox|textrm)\s*\{\s*(hundred|thousand|million|billion|"
+                         r"trillion|dozen)s?\s*\}|(hundred|thousand|million|billion|trillion|dozen)s?\b)", re.IGNORECASE)
+# Words before or after an answer's math that change what it says: `7 or more` is not 7, nor is `about 7`.
+QUALIFIERS = frozenset(
+    "or and more less fewer least most than over under above below about approximately approx around nearly almost "
+    "roughly not no if when where unless is are except only minus plus times squared cubed root sqrt half halves "
+    "third thirds quarter quarters tenths hundredths thousandths hundred thousand million billion trillion dozen"
+    .split())
+_TEXT_ANY = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
+_LEAD_WORDS = re.compile(r"^\s*((?:[A-Za-z]{2,}\s+)+)(?=[^A-Za-z\s])")
+_TRAIL_WORDS = re.compile(r"(?<=[\d})\].])\s*((?:[A-Za-z]+\.?\s*)+)$")
+# A decimal long enough to be a printed approximation of an exact value (0.142857142857143 for 1/7).
+_DECIMAL = re.compile(r"-?(\d*)\.(\d+)")
+MIN_DECIMAL_DIGITS = 10
 _PRED_CHOICE = re.compile(r"^\(?([A-Ea-e])\)(?:\s|$)|^([A-Ea-e])(?:\)|:|\.|\s|$)")
 
 
 @lru_cache(maxsize=1 << 16)
-def normalise(s: str) -> str:
+def normalise(s: str, keep_assignment: bool = False) -> str:
     """A canonical spelling of one answer: LaTeX spacing, units, `$`, `%`, `\\text{}` wrappers and a leading
-    `x =` removed. The result is still LaTeX; whitespace is collapsed to single spaces."""
+    `x =` removed (kept with `keep_assignment`: an equation compared with an equation), number words converted.
+    The result is still LaTeX; whitespace is collapsed to single spaces."""
     s = s.strip()
     for _ in range(2):
         s = re.sub(r"^\$+|\$+$", "", s).strip()
@@ -60,6 +90,7 @@ def normalise(s: str) -> str:
     for pat, rep in _SUBS:
         s = pat.sub(rep, s)
     s = s.strip().rstrip(".").strip()
+    s = _MULTIPLIER.sub(lambda m: " \\cdot " + MULTIPLIERS[(m.group(1) or m.group(2)).lower()], s)
     for _ in range(2):
         s = _UNIT_TEXT.sub("", s).strip()
         m = _TEXT_WRAP.match(s)
@@ -69,7 +100,8 @@ def normalise(s: str) -> str:
     s = re.sub(r"\s*(?:percent|dollars?|degrees?|units?)$", "", s).strip()
     for pat, rep in _FRAC_SHORT:
         s = pat.sub(rep, s)
-    s = _ASSIGN.sub("", s)
+    if not keep_assignment:
+        s = _ASSIGN.sub("", s)
     return re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
 
 
@@ -317,6 +349,50 @@ def _compare_collections(p: str, g: str) -> tuple[bool, str] | None:
         "exact_set"
 
 
+# ---------------------------------------------------------------- words and printed decimals
+
+@lru_cache(maxsize=1 << 16)
+def qualifiers(s: str) -> frozenset[str]:
+    """The qualifying words (`QUALIFIERS`) in the words that stand before or after an answer's math:
+    `7 \\text{ or more}` has {or, more}; `19, 46, \\text{ and } 82` has none (the "and" is inside the list)."""
+    t = _MULTIPLIER.sub(" ", s)  # converted to a factor by `normalise`: not a qualifier
+    t = _TEXT_ANY.sub(lambda m: f" {m.group(1)} ", t).replace("$", " ")
+    runs = [m.group(1) for m in (_LEAD_WORDS.match(t), _TRAIL_WORDS.search(t)) if m]
+    return frozenset(w for run in runs for w in re.findall(r"[a-z]+", run.lower()) if w in QUALIFIERS)
+
+
+_DEGREE_SIGN = re.compile(r"\\circ|°|\\degree|\bdegrees?\b", re.IGNORECASE)
+_ANGLE_WORDS = re.compile(r"\bangles?\b|\bdegrees?\b|°|\\circ|\\angle", re.IGNORECASE)
+_RADIANS = re.compile(r"\bradians?\b", re.IGNORECASE)
+
+
+def mentions_degrees(answer: str) -> bool:
+    """An answer written with a degree sign (or the word): its number is an angle in degrees."""
+    return _DEGREE_SIGN.search(answer) is not None
+
+
+def angle_problem(problem: str | None) -> bool:
+    """A problem about angles, or asking for degrees, and not for radians: a plain number answering it may be an
+    angle in degrees (45 for pi/4)."""
+    return bool(problem) and _ANGLE_WORDS.search(problem) is not None and _RADIANS.search(problem) is None
+
+
+def is_decimal(s: str) -> bool:
+    return _DECIMAL.fullmatch(s) is not None
+
+
+def decimal_matches(text: str, value: Fraction) -> bool:
+    """Whether `text`, a decimal of at least MIN_DECIMAL_DIGITS significant digits, is `value` rounded (either
+    way at a tie) or cut to the decimal places printed. Fewer digits never match: 0.14 is not 1/7, nor 0.333333
+    1/3 (a float tolerance would accept both)."""
+    m = _DECIMAL.fullmatch(text)
+    if m is None or len((m.group(1) + m.group(2)).lstrip("0")) < MIN_DECIMAL_DIGITS:
+        return False
+    scale = 10 ** len(m.group(2))
+    printed, exact = Fraction(text) * scale, value * scale  # printed is a whole number
+    return printed == int(exact) or abs(printed - exact) <= Fraction(1, 2)
+
+
 # ---------------------------------------------------------------- the fast comparison
 
 @lru_cache(maxsize=1 << 16)
@@ -325,6 +401,8 @@ def fast_compare(pred: str, gold: str) -> tuple[bool, str] | None:
     p, g = normalise(pred), normalise(gold)
     if not p:
         return False, "empty"
+    if qualifiers(pred) != qualifiers(gold):
+        return False, "qualified_answer"  # `7 or more` against 7: the words are part of the answer
     ps, gs = p.replace(" ", ""), g.replace(" ", "")
     if ps == gs:
         return True, "same_text"
@@ -334,13 +412,20 @@ def fast_compare(pred: str, gold: str) -> tuple[bool, str] | None:
     if mc:
         mp = _PRED_CHOICE.match(p)
         letter = mp.group(1) or mp.group(2) if mp else None
-        return (letter is not None and letter.upper() == mc.group(1)), "choice"
+        others = {(o[0] or o[1]).upper() for o in _OTHER_CHOICE.findall(p[mp.end():])} if mp else set()
+        return (letter is not None and letter.upper() == mc.group(1) and others <= {mc.group(1)}), "choice"
     # "1,234" is a number; "1, 234" (a comma then a space) is a list of two.
     gv = None if _LISTY.search(g) else exact_value(gs)
     if gv is not None:
         pv = None if _LISTY.search(p) else exact_value(ps)
         if pv is not None:
-            return pv == gv, "exact_number"
+            if pv == gv:
+                return True, "exact_number"
+            if is_decimal(ps) != is_decimal(gs):  # a printed decimal against an exact value
+                dec, exact = (ps, gv) if is_decimal(ps) else (gs, pv)
+                if decimal_matches(dec, exact):
+                    return True, "decimal_rounded"
+            return False, "exact_number"
         if _collection(p) is not None and _values(_collection(p)[2]) is not None:
             return False, "exact_collection"
         return None

@@ -17,6 +17,11 @@ The funnel, in the order steps are applied (a trace's reason is the first step t
   dedup_traces     duplicate_trace, near_duplicate_trace          (among traces that passed verification)
   per_problem_cap  over_per_problem_cap
   kept             correct, unreferenced (when keep_unreferenced)
+
+Two columns keep the answer apart from the filters: `correct` is whether the final answer is right, judged for
+every trace that has one (a right answer in a looping, language-mixing or duplicate trace is still correct);
+`kept` is whether the trace goes to SFT, and `reason` says why not (the first step that drops it), or why it is
+kept (`correct`, `unreferenced`).
 """
 
 from __future__ import annotations
@@ -144,11 +149,12 @@ class BatchResult:
     sigs: np.ndarray  # (len(sig_rows), K) uint32
     problems: dict = field(default_factory=dict)  # problem_id -> problem info, first seen in this worker
     fast: int = 0
+    outcome: list = field(default_factory=list)  # the answer's check: correct | incorrect | unverifiable | None
 
 
 def _pass1(cols: dict) -> BatchResult:
     from distill.verify.filters import trace_problem
-    from distill.verify.mathcmp import fast_compare
+    from distill.verify.mathcmp import angle_problem, fast_compare
 
     s: Settings = _CTX["settings"]
     dc: Decontaminator = _CTX["decontam"]
@@ -163,6 +169,7 @@ def _pass1(cols: dict) -> BatchResult:
     res = BatchResult(n, list(pids), [None] * n, [None] * n, [False] * n, [None] * n, [],
                       np.zeros(n, dtype=np.uint64), np.empty(0, dtype=np.int64),
                       np.empty((0, dedup.K), dtype=np.uint32))
+    res.outcome = [None] * n
     sig_rows, sigs = [], []
     for i in range(n):
         pid = pids[i]
@@ -178,18 +185,19 @@ def _pass1(cols: dict) -> BatchResult:
             continue
         hashes = dedup.shingles(response, TRACE_K)  # raw text: canonicalising 10k characters costs more than it finds
         script = (res.problems.get(pid) or (None,) * 5)[4] or "latin"
+        # A trace filter decides `reason` (and that the row is not kept); the answer is judged all the same, so
+        # `correct` says whether it is right whatever the text around it.
         filt = trace_problem(response, script, s, hashes)
-        if filt is not None:
-            res.reason[i] = filt
-            continue
+        res.reason[i] = filt
         candidate = False
         if isinstance(pre, Verdict):
-            res.reason[i], res.extracted[i], res.detail[i] = pre.reason, pre.extracted, pre.detail
-            candidate = pre.reason == "unreferenced" and s.keep_unreferenced
+            res.reason[i], res.extracted[i], res.detail[i] = filt or pre.reason, pre.extracted, pre.detail
+            res.outcome[i] = pre.outcome if pre.outcome in ("incorrect", "unverifiable") else None
+            candidate = filt is None and pre.reason == "unreferenced" and s.keep_unreferenced
         elif fmt == "code":
             res.extracted[i] = pre
             res.pending.append((i, "code", (pre, answer)))
-            candidate = True
+            candidate = filt is None
         else:
             res.extracted[i] = pre
             try:
@@ -197,14 +205,15 @@ def _pass1(cols: dict) -> BatchResult:
             except Exception:  # noqa: BLE001 - the checker (with its limits) decides instead
                 fast = None
             if fast is None:
-                res.pending.append((i, "math", (pre, answer)))
-                candidate = True
+                res.pending.append((i, "math", (pre, answer, angle_problem(problems[i]))))
+                candidate = filt is None
             else:
                 res.fast += 1
                 res.correct[i] = fast[0]
-                res.reason[i] = "correct" if fast[0] else "incorrect"
+                res.outcome[i] = "correct" if fast[0] else "incorrect"
+                res.reason[i] = filt or res.outcome[i]
                 res.detail[i] = fast[1]
-                candidate = fast[0]
+                candidate = filt is None and fast[0]
         if candidate and (s.dedup_traces):
             res.digests[i] = np.uint64(dedup.digest(response) or 1)
             sig_rows.append(i)
@@ -318,7 +327,7 @@ class FilterRun:
             out = compare_many([p for _, _, p in math_items], self.workers, self.s.verify_timeout_s,
                                self.s.verify_memory_mb)
             self.checked["checker_restarts"] = pool.killed - killed
-            for (r, i, (pred, _)), (outcome, detail) in zip(math_items, out):
+            for (r, i, (pred, *_)), (outcome, detail) in zip(math_items, out):
                 self._set(r, i, _from_result(pred, outcome, detail))
         if code_items:
             limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
@@ -329,7 +338,8 @@ class FilterRun:
 
     @staticmethod
     def _set(r: BatchResult, i: int, v: Verdict) -> None:
-        r.reason[i], r.correct[i], r.detail[i] = v.reason, v.correct, v.detail
+        r.reason[i] = r.reason[i] or v.reason  # a trace filter's reason stands; `correct` is the answer's
+        r.correct[i], r.detail[i], r.outcome[i] = v.correct, v.detail, v.outcome
         if not v.correct and r.digests[i]:
             r.digests[i] = 0  # no longer a dedup candidate
 
@@ -423,24 +433,21 @@ class FilterRun:
                 "detail": r.detail}
 
     def stats(self) -> dict:
+        """The funnel from the `reason` column, `kept` from the kept column, and the answers' own verdicts
+        (`correct`, `outcomes`, `unverifiable`) over every trace whose answer was checked, kept or not;
+        `correct_not_kept` counts right answers dropped, by the reason that dropped them."""
         reasons: Counter = Counter()
         outcomes: Counter = Counter()
         unverifiable: Counter = Counter()
-        correct = 0
-        for r in self.results:
+        correct_not_kept: Counter = Counter()
+        for r, kept_rows in zip(self.results, self.kept):
             reasons.update(r.reason)
-            correct += sum(r.correct)
+            outcomes.update(o for o in r.outcome if o)
+            unverifiable.update(d for o, d in zip(r.outcome, r.detail) if o == "unverifiable")
+            correct_not_kept.update(why for ok, k, why in zip(r.correct, kept_rows, r.reason) if ok and not k)
+        correct = outcomes["correct"]
         generated = sum(r.n for r in self.results)
         kept = int(sum(k.sum() for k in self.kept))
-        for reason, c in reasons.items():
-            if reason == "correct" or reason in ("duplicate_trace", "near_duplicate_trace", "over_per_problem_cap"):
-                continue
-            if reason == "incorrect":
-                outcomes["incorrect"] += c
-            elif reason.startswith("unverifiable"):
-                outcomes["unverifiable"] += c
-                unverifiable[reason.split(":", 1)[1].strip()] += c
-        outcomes["correct"] = correct
         funnel = [{"step": "generated", "remaining": generated}]
         remaining = generated
         kept_reasons = {"correct"} | ({"unreferenced"} if self.s.keep_unreferenced else set())
@@ -462,6 +469,7 @@ class FilterRun:
             "problems_with_kept_trace": int((self.per_problem > 0).sum()),
             "reasons": dict(reasons.most_common()),
             "funnel": funnel,
+            "correct_not_kept": dict(correct_not_kept.most_common()),
             "outcomes": dict(outcomes),
             "unverifiable": dict(unverifiable),
             "contaminated_by": dict(self.contaminated_by),
