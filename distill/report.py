@@ -290,7 +290,7 @@ def overview(run: Run) -> dict:
         "cards": [
             _card("problems", "problems", problems),
             _card("generated", "traces generated", gen.get("traces", ver.get("generated"))),
-            _card("correct", "verified correct", ver.get("correct")),
+            _card("correct", "answers verified correct", ver.get("correct")),
             _card("kept", "kept for SFT", ver.get("kept")),
             _card("keep_rate", "of traces kept", ver["kept"] / ver["generated"] if ver.get("generated") else None,
                   "pct"),
@@ -623,7 +623,7 @@ def examples(run: Run) -> dict:
         picks.setdefault("kept" if kept else reason, i)  # the first of each, in file order
     order = sorted(picks, key=lambda k: (k != "kept", _reason_rank(k)))
     cols = ["problem_id", "sample_index", "problem", "answer", "response", "finish_reason", "completion_tokens",
-            "extracted", "reason", "kept"]
+            "extracted", "correct", "reason", "kept"]
     cards = []
     for key, row in zip(order, _read_rows(path, [picks[k] for k in order], cols)):
         response, cut = _clip(row.get("response"), EXAMPLE_CHARS)

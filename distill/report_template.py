@@ -311,12 +311,13 @@ TEMPLATE = """<!doctype html>
   <p class="lead">The first kept trace and the first rejected trace of each reason, from
     <code>verify/traces.parquet</code>.</p>
   {% for c in examples.cards %}
-  <div class="example{{ ' kept' if c.kept }}" data-example="{{ c.title }}">
+  <div class="example{{ ' kept' if c.kept }}" data-example="{{ c.title }}" data-correct="{{ c.row.get('correct') }}">
     <h3>{{ c.title }}</h3>
     <dl>
       <dt>problem</dt><dd><code>{{ c.row.problem_id }}</code> sample {{ c.row.sample_index }}</dd>
       <dt>reference</dt><dd>{{ c.row.answer or "(none)" }}</dd>
       <dt>extracted</dt><dd>{{ "(none)" if c.row.extracted is none else c.row.extracted }}</dd>
+      <dt>answer</dt><dd>{{ "unknown" if c.row.get("correct") is none else ("correct" if c.row.correct else "not correct") }}{{ "" if c.kept else ", " ~ c.row.reason }}</dd>
       <dt>finish</dt><dd>{{ c.row.finish_reason }}, {{ c.row.completion_tokens | num }} completion tokens</dd>
     </dl>
     <pre>{{ c.problem }}</pre>

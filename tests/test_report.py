@@ -11,6 +11,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -98,6 +99,13 @@ def test_examples_one_kept_and_one_per_rejection_reason(finished):
     reasons = json.loads((finished / "verify" / "stats.json").read_text())["reasons"]
     rejected = sorted(r for r in reasons if r not in ("correct", "unreferenced"))
     assert shown[0] == "kept" and sorted(shown[1:]) == [f"rejected: {r}" for r in rejected]
+    # each card says whether its answer is right (the `correct` column), apart from why it was not kept
+    traces = pq.read_table(finished / "verify" / "traces.parquet", columns=["reason", "kept", "correct"]).to_pylist()
+    first: dict = {}
+    for t in traces:
+        first.setdefault("kept" if t["kept"] else f"rejected: {t['reason']}", t["correct"])
+    assert {a["data-example"]: a["data-correct"] for a in page.with_attr("data-example")} == \
+        {k: str(v) for k, v in first.items()}
 
 
 def test_run_in_progress_says_what_it_waits_for(tmp_path):

@@ -3,12 +3,13 @@
 Two uses, one command:
 
 * Sample for review. Given a run directory (its `verify/traces.parquet`) or any file of judged traces, draw
-  `--sample` accepted and `--sample` rejected verdicts (rejected ones spread over the reasons), print them and
-  write them as JSONL with an empty `label` for a person to fill in (true: the trace's final answer is right
-  and it is fit to train on; false: it is not).
+  `--sample` accepted and `--sample` rejected verdicts of the verifier (its `correct` column: the answer alone;
+  rejected ones spread over the reasons), print them with `kept` and `reason`, and write them as JSONL with an
+  empty `label` for a person to fill in (true: the trace's final answer is right; false: it is not). Whether a
+  trace with a right answer is fit to train on is the filters' call (`kept`, `reason`), not the verifier's.
 * Score labelled rows. Given rows with problem, answer, response and `label` (a reviewed sample, or the
-  regression set in tests/data/verifier_regression.jsonl), judge every row afresh and print the confusion
-  matrix with precision, recall, the false-positive rate (wrong traces kept: the costly error in distillation)
+  regression set in tests/data/verifier_regression.jsonl), judge every row's answer afresh (`correct`) and
+  print the confusion matrix with precision, recall, the false-positive rate (wrong traces kept: the costly error in distillation)
   and the false-negative rate, then every disagreement with its `source` note. `--min-precision` /
   `--min-recall` make it fail (exit 1) below a bar, which is how CI runs it on the regression set.
 """
@@ -61,7 +62,8 @@ def score(rows: list[dict], answer_format: str = "plain", workers: int = 1) -> d
     labelled = [(r, _label(r.get("label"))) for r in rows]
     labelled = [(r, lab) for r, lab in labelled if lab is not None]
     items = [(r.get("response") or "", reference_answer(r.get("answer"), r.get("answer_format") or answer_format),
-              r.get("finish_reason"), True, r.get("answer_format") or answer_format) for r, _ in labelled]
+              r.get("finish_reason"), True, r.get("answer_format") or answer_format, r.get("problem"))
+             for r, _ in labelled]
     verdicts = judge_many(items, workers=workers)
     tp = fp = fn = tn = 0
     mistakes = []
@@ -94,15 +96,15 @@ def score(rows: list[dict], answer_format: str = "plain", workers: int = 1) -> d
 
 
 def sample(table: pa.Table, k: int, seed: int = 0) -> list[dict]:
-    """Up to k accepted and k rejected judged rows, the rejected ones spread evenly over their reasons."""
-    need = {"response", "answer", "reason"}
+    """Up to k accepted and k rejected judged rows (by `correct`, the verifier's verdict on the answer), the
+    rejected ones spread evenly over their reasons."""
+    need = {"response", "answer", "reason", "correct"}
     missing = need - set(table.column_names)
     if missing:
         raise ValueError(f"audit: judged rows need {', '.join(sorted(need))} (missing {', '.join(sorted(missing))});"
                          " run `distill verify` first, or give labelled rows")
-    accepted_col = "kept" if "kept" in table.column_names else "correct"
     reasons = table.column("reason").to_pylist()
-    accepted = [bool(x) for x in table.column(accepted_col).to_pylist()]
+    accepted = [bool(x) for x in table.column("correct").to_pylist()]
     rng = random.Random(seed)
     acc_idx = [i for i, a in enumerate(accepted) if a]
     by_reason: dict[str, list[int]] = {}
@@ -119,8 +121,8 @@ def sample(table: pa.Table, k: int, seed: int = 0) -> list[dict]:
     cols = set(table.column_names)
     out = []
     for i, verdict in [(i, "accepted") for i in picked] + [(i, "rejected") for i in rej]:
-        row = {c: table.column(c)[i].as_py() for c in ("problem_id", "problem", "answer", "extracted", "reason",
-                                                        "detail", "finish_reason") if c in cols}
+        row = {c: table.column(c)[i].as_py() for c in ("problem_id", "problem", "answer", "extracted", "correct",
+                                                        "kept", "reason", "detail", "finish_reason") if c in cols}
         response = table.column("response")[i].as_py() or ""
         out.append({"verdict": verdict, **row, "response_tail": response[-TAIL_CHARS:], "response": response,
                     "label": None})
@@ -131,8 +133,8 @@ def print_score(res: dict, out) -> None:
     print(f"labelled rows: {res['rows']}   outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(res['outcomes'].items())),
           file=out)
     print(f"                  label correct   label wrong", file=out)
-    print(f"  kept (correct)  {res['true_positive']:13d} {res['false_positive']:13d}", file=out)
-    print(f"  rejected        {res['false_negative']:13d} {res['true_negative']:13d}", file=out)
+    print(f"  judged correct  {res['true_positive']:13d} {res['false_positive']:13d}", file=out)
+    print(f"  judged not      {res['false_negative']:13d} {res['true_negative']:13d}", file=out)
     print(f"precision {res['precision']:.3f}   recall {res['recall']:.3f}   false-positive rate "
           f"{res['false_positive_rate']:.3f}   false-negative rate {res['false_negative_rate']:.3f}", file=out)
     for m in res["mistakes"]:
@@ -165,8 +167,9 @@ def audit(path: str | Path, sample_size: int = 20, seed: int = 0, out_path: str 
           f"(reasons: {', '.join(f'{k} {v}' for k, v in counts.most_common())})", file=stream)
     for r in rows:
         tail = " ".join(r["response_tail"][-160:].split())
-        print(f"  [{r['verdict']}] {r['reason']}: reference {r.get('answer')!r}, read {r.get('extracted')!r} | ...{tail}",
-              file=stream)
+        kept = "" if r.get("kept") is None else (", kept" if r["kept"] else ", not kept")
+        print(f"  [{r['verdict']}] {r['reason']}{kept}: reference {r.get('answer')!r}, read {r.get('extracted')!r}"
+              f" | ...{tail}", file=stream)
     if out_path:
         with open(out_path, "w") as f:
             for r in rows:

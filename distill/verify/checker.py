@@ -211,12 +211,12 @@ def check(pred: str, gold: str, angles: bool = False) -> tuple[str, str]:
     import sympy
     from math_verify import verify
 
-    from distill.verify.mathcmp import decimal_matches, is_decimal
+    from distill.verify.mathcmp import balanced, decimal_matches, is_decimal
 
-    gold_parsed = _parse(gold)
+    gold_parsed = _parse(gold) if balanced(gold) else []
     if not gold_parsed:
         return "unverifiable", "reference_unparsed"
-    pred_parsed = _parse(pred)
+    pred_parsed = _parse(pred) if balanced(pred) else []
     if not pred_parsed:
         return "unverifiable", "answer_unparsed"
     gold_expr, pred_expr = gold_parsed[0], pred_parsed[0]

@@ -377,6 +377,19 @@ def angle_problem(problem: str | None) -> bool:
     return bool(problem) and _ANGLE_WORDS.search(problem) is not None and _RADIANS.search(problem) is None
 
 
+def balanced(s: str) -> bool:
+    """Braces pair up, and brackets and parentheses as many open as close (an interval `[1, 2)` mixes them).
+    math-verify's normaliser drops what does not fit (`416\\text{ m}}` reads as 416): an unbalanced answer is
+    no answer to compare."""
+    t = s.replace("\\{", "").replace("\\}", "")
+    depth = 0
+    for c in t:
+        depth += (c == "{") - (c == "}")
+        if depth < 0:
+            return False
+    return depth == 0 and t.count("(") + t.count("[") == t.count(")") + t.count("]")
+
+
 def is_decimal(s: str) -> bool:
     return _DECIMAL.fullmatch(s) is not None
 
