@@ -63,3 +63,20 @@ def test_sample_then_label_then_score(tmp_path, capsys):
     write_jsonl(review, sampled)
     assert main(["audit", str(review)]) == 0
     assert "precision 1.000   recall 1.000" in capsys.readouterr().out
+
+
+def test_audit_samples_the_answer_verdict_not_the_filters(tmp_path, capsys):
+    """A right answer in a trace a filter dropped is an accepted verdict (`correct`), shown as not kept."""
+    loop = "<think>\n" + "I will try again. Let me recompute the sum of the digits. " * 80 + "\n</think>\n\\boxed{7}"
+    rows = [{"problem": "What is 3 + 4?", "answer": "7", "response": loop},
+            {"problem": "What is 2 + 2?", "answer": "4", "response": "<think>w</think>\\boxed{5}"}]
+    judged = tmp_path / "judged.jsonl"
+    assert main(["verify", str(write_jsonl(tmp_path / "in.jsonl", rows)), str(judged), "--workers", "1"]) == 0
+    review = tmp_path / "review.jsonl"
+    assert main(["audit", str(judged), "--sample", "2", "--out", str(review)]) == 0
+    out = capsys.readouterr().out
+    assert "[accepted] repetition, not kept: reference '7', read '7'" in out
+    assert "[rejected] incorrect, not kept: reference '4', read '5'" in out
+    sampled = [json.loads(x) for x in review.read_text().splitlines()]
+    assert [(s["verdict"], s["correct"], s["kept"], s["reason"]) for s in sampled] == [
+        ("accepted", True, False, "repetition"), ("rejected", False, False, "incorrect")]
