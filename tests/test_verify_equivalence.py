@@ -72,9 +72,10 @@ def test_issue_examples_are_not_accepted(answer):
 
 def test_well_formed_units_and_number_words_still_match():
     pairs = [("7 \\text{ cm}", "7"), ("20 hours", "20"), ("7 \\text{ million}", "7000000"), ("7 million", "7000000"),
-             ("(C) \\frac{1}{2}", "C"), ("3 \\mathrm{kg}", "3")]
+             ("(C) \\frac{1}{2}", "C"), ("(B) A triangle", "B"), ("3 \\mathrm{kg}", "3")]
     assert [r[0] for r in compare_many(pairs)] == ["correct"] * len(pairs)
     assert compare_many([("7 million", "7")])[0] == ("incorrect", "exact_number")
+    assert [r[0] for r in compare_many([("C, D", "C"), ("C or D", "C"), ("(C) and (E)", "C")])] == ["incorrect"] * 3
 
 
 # ---------------------------------------------------------------- classes peers accept, both directions

@@ -57,7 +57,8 @@ _UNIT_WORDS = re.compile(r"(?<=[\d}.])\s+(?:[A-Za-z]{2,}\.?)(?:\s+[A-Za-z]{2,}\.
 _TEXT_WRAP = re.compile(r"^\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{(.*)\}$")
 _ASSIGN = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?\s*=\s*(?!.*=)")
 _CHOICE = re.compile(r"^\(?([A-E])\)?$")
-_OTHER_CHOICE = re.compile(r"\(([A-Ea-e])\)|(?<![A-Za-z\\])([A-E])(?![A-Za-z])")
+# Another choice after the first: `(C) or (D)`, `C or D`, `C, D` (not the article in `(B) A triangle`).
+_OTHER_CHOICE = re.compile(r"\(([A-Ea-e])\)|^\s*(?:or|and|,|/|&)\s*([A-E])(?![A-Za-z])", re.IGNORECASE)
 # Numbers written with a word: converted (7 million = 7 \cdot 10^{6}), never stripped as a unit.
 MULTIPLIERS = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billion": "10^{9}",
                "trillion": "10^{12}", "dozen": "12"}
@@ -357,12 +358,14 @@ def qualifiers(s: str) -> frozenset[str]:
     `7 \\text{ or more}` has {or, more}; `19, 46, \\text{ and } 82` has none (the "and" is inside the list)."""
     t = _MULTIPLIER.sub(" ", s)  # converted to a factor by `normalise`: not a qualifier
     t = _TEXT_ANY.sub(lambda m: f" {m.group(1)} ", t).replace("$", " ")
-    runs = [m.group(1) for m in (_LEAD_WORDS.match(t), _TRAIL_WORDS.search(t)) if m]
-    return frozenset(w for run in runs for w in re.findall(r"[a-z]+", run.lower()) if w in QUALIFIERS)
+    lead, trail = _LEAD_WORDS.match(t), _TRAIL_WORDS.search(t)
+    words = set(re.findall(r"[a-z]+", lead.group(1).lower())) - {"is", "are"} if lead else set()  # "the answer is 7"
+    words |= set(re.findall(r"[a-z]+", trail.group(1).lower())) if trail else set()
+    return frozenset(words & QUALIFIERS)
 
 
 _DEGREE_SIGN = re.compile(r"\\circ|°|\\degree|\bdegrees?\b", re.IGNORECASE)
-_ANGLE_WORDS = re.compile(r"\bangles?\b|\bdegrees?\b|°|\\circ|\\angle", re.IGNORECASE)
+_ANGLE_WORDS = re.compile(r"\bangles?\b|\bdegrees?\b|°|\^\s*\{?\s*\\circ|\\angle", re.IGNORECASE)  # not f \circ g
 _RADIANS = re.compile(r"\bradians?\b", re.IGNORECASE)
 
 
