@@ -70,6 +70,8 @@ QUALIFIERS = frozenset(
     "roughly not no if when where unless is are except only minus plus times squared cubed root sqrt half halves "
     "third thirds quarter quarters tenths hundredths thousandths hundred thousand million billion trillion dozen"
     .split())
+# Math written as words: never a unit to strip (`2 pi` is not 2); left for the checker to read.
+MATH_WORDS = frozenset("pi sqrt log ln exp sin cos tan cot sec csc arcsin arccos arctan".split())
 _TEXT_ANY = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 _LEAD_WORDS = re.compile(r"^\s*((?:[A-Za-z]{2,}\s+)+)(?=[^A-Za-z\s])")
 _TRAIL_WORDS = re.compile(r"(?<=[\d})\].])\s*((?:[A-Za-z]+\.?\s*)+)$")
@@ -97,7 +99,9 @@ def normalise(s: str, keep_assignment: bool = False) -> str:
         m = _TEXT_WRAP.match(s)
         if m and "{" not in m.group(1):
             s = m.group(1).strip()
-    s = _UNIT_WORDS.sub("", s).strip()
+    m = _UNIT_WORDS.search(s)
+    if m and not MATH_WORDS & set(re.findall(r"[a-z]+", m.group(0).lower())):
+        s = s[: m.start()].strip()
     s = re.sub(r"\s*(?:percent|dollars?|degrees?|units?)$", "", s).strip()
     for pat, rep in _FRAC_SHORT:
         s = pat.sub(rep, s)
