@@ -4,8 +4,9 @@ Modules:
   extract   the final-answer region (after `</think>`) and the answer in it: last brace-matched box, `####`,
             answer markers, a bold final line; never the last number of a possibly cut-off trace
   mathcmp   normalisation and exact comparison in-process (integers, decimals, fractions, sets, tuples,
-            intervals, choices, units, percent): the fast path, no sympy
+            intervals, choices, units, percent, qualifying words, long decimals): the fast path, no sympy
   checker   math-verify for the rest, in killable worker processes with wall-clock and memory limits
+  symbolic  the checker's rules on parsed answers: whole-answer parsing, equations, inequalities as sets
   judge     `judge` / `judge_many`: one Verdict per trace (correct / incorrect / unverifiable, with a reason)
   code      code answers: the final fenced block run against stdin/stdout or function-call tests
   sandbox   the sandboxed subprocess code runs in (rlimits, namespaces, Landlock, wall clock)
