@@ -1,4 +1,4 @@
-"""Generation throughput: raw `vllm.LLM.generate` versus the pipeline (`distill.generate.generate_stage`: Ray
+"""Generation throughput: raw `vllm.LLM.generate` versus the pipeline (`distill.pipeline.generate.generate_stage`: Ray
 actor, shards, Parquet commits), same engine settings, same prompts, same sampling, in one run.
 
     .venv/bin/python bench/generation.py --model smollm2-135m --prompts 64 --max-tokens 128 --repeats 3
@@ -39,7 +39,7 @@ def raw(args) -> dict:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from vllm import LLM, SamplingParams
 
-    from distill.generate import CPU_ENGINE_DEFAULTS
+    from distill.pipeline.generate import CPU_ENGINE_DEFAULTS
     from distill.models import resolve_model
 
     t0 = time.time()
@@ -60,7 +60,7 @@ def pipeline(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from distill.generate import generate_stage
+    from distill.pipeline.generate import generate_stage
     from distill.spec import Sampling, Teacher
 
     with tempfile.TemporaryDirectory() as tmp:

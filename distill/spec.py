@@ -139,7 +139,7 @@ class Sampling(Strict):
 
 
 class Prices(Strict):
-    """Prices for the cost ledger; each optional (0 = free). Same shape `distill/report.py` reads."""
+    """Prices for the cost ledger; each optional (0 = free). Same shape `distill/report/data.py` reads."""
 
     currency: str = "USD"
     accelerator_hour: float = Field(0.0, ge=0, description="per accelerator (GPU) hour")
@@ -219,7 +219,7 @@ class Student(Strict):
     @classmethod
     def _template_known(cls, v: str | None) -> str | None:
         if v is not None:
-            from distill.chat_templates import template_text
+            from distill.training.chat_templates import template_text
 
             template_text(v)
         return v

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill import artifacts
-from distill.prompts import SCHEMA
+from distill.pipeline.prompts import SCHEMA
 from distill.spec import Filter, parse_spec
 from distill.verify import verify_stage
 

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.dataset import assistant_turn
-from distill.generate import generate_stage
+from distill.pipeline.sft import assistant_turn
+from distill.pipeline.generate import generate_stage
 from distill.spec import Sampling, Student, Teacher
-from distill.train import train_student
+from distill.training.sft import train_student
 from distill.verify import judge
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage, split_reasoning
-from distill.openai_backend import backoff_delay, retry_after_seconds
+from distill.pipeline.generate import generate_stage, split_reasoning
+from distill.teachers.openai import backoff_delay, retry_after_seconds
 from distill.spec import Sampling, Teacher
 
 SECRET = "sk-test-DO-NOT-LEAK-4f1c2e"

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage
+from distill.pipeline.generate import generate_stage
 from distill.spec import Sampling, Teacher
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from distill import ledger
-from distill.generate import Adaptive, placement
+from distill.pipeline.generate import Adaptive, placement
 from distill.spec import Prices, Sampling, SpecError, Teacher, parse_spec
 
 

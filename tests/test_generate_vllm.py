@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage, generate_table
+from distill.pipeline.generate import generate_stage, generate_table
 from distill.spec import Sampling, Teacher
 from tests.conftest import REPO
 
@@ -56,7 +56,7 @@ def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray
 DRIVER = """
 import sys, time
 from pathlib import Path
-from distill.generate import generate_stage
+from distill.pipeline.generate import generate_stage
 from distill.spec import Sampling, Teacher
 prompts, out, shards, model = map(Path, sys.argv[1:5])
 teacher = Teacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from distill.dataset import assistant_turn
+from distill.pipeline.sft import assistant_turn
 from distill.spec import Student
-from distill.train import train_student
+from distill.training.sft import train_student
 
 EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
 

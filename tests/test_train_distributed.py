@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distill.spec import Student
-from distill.train_distributed import train_with_ray
+from distill.training.ray_train import train_with_ray
 from tests.test_train import _sft_dir
 
 pytestmark = pytest.mark.slow

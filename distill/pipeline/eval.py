@@ -18,8 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.generate import generate_table
-from distill.prompts import source_rows
+from distill.pipeline.generate import generate_table
+from distill.pipeline.prompts import source_rows
 from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher
 from distill.verify import judge_many
 

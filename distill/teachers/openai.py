@@ -11,7 +11,7 @@ The API key is read from the environment variable named by `teacher.api_key_env`
 Authorization header: it is not logged, not in any row, stats or exception text.
 
 `reasoning_content` (DeepSeek, vLLM's reasoning parsers; newer vLLM calls it `reasoning`) and inline
-`<think>...</think>` are normalised by `distill.generate.split_reasoning` to the same fields.
+`<think>...</think>` are normalised by `distill.pipeline.generate.split_reasoning` to the same fields.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class OpenAIBackend:
         return {"shard": shard_id, "rows": rows, "pid": os.getpid(), "seconds": time.time() - t0}
 
     async def _record(self, record_no: int, record: dict, params: dict) -> list[dict]:
-        from distill.generate import Adaptive
+        from distill.pipeline.generate import Adaptive
 
         ad = Adaptive(params)
         rows: list[dict] = []
@@ -172,7 +172,7 @@ class OpenAIBackend:
         return rows
 
     def _body(self, record: dict, sample_index: int, params: dict) -> dict:
-        from distill.generate import engine_params
+        from distill.pipeline.generate import engine_params
 
         messages = [{"role": "user", "content": record["prompt"]}]
         if self.teacher.system_prompt:
@@ -183,7 +183,7 @@ class OpenAIBackend:
         return body
 
     async def _sample(self, record: dict, sample_index: int, params: dict) -> dict:
-        from distill.generate import trace_row
+        from distill.pipeline.generate import trace_row
 
         import httpx
 

@@ -17,13 +17,13 @@ from typing import Callable
 import yaml
 
 from distill import artifacts, cluster, ledger, progress
-from distill.dataset import build_sft_dataset
-from distill.evaluate import evaluate_model
-from distill.generate import generate_stage
-from distill.package import package_student
-from distill.prompts import build_prompts
+from distill.pipeline.sft import build_sft_dataset
+from distill.pipeline.eval import evaluate_model
+from distill.pipeline.generate import generate_stage
+from distill.pipeline.package import package_student
+from distill.pipeline.prompts import build_prompts
 from distill.spec import Spec
-from distill.train import train_student
+from distill.training.sft import train_student
 from distill.verify import verify_stage
 
 

@@ -26,7 +26,7 @@ def _loop(config: dict) -> None:
     from transformers import TrainerCallback
 
     from distill import progress
-    from distill.train import _save, build_trainer, load_sft, tokenizer_for
+    from distill.training.sft import _save, build_trainer, load_sft, tokenizer_for
 
     student = Student.model_validate(config["student"])
     progress.configure(config.get("run_dir"))  # a worker does not inherit the driver's environment

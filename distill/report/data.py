@@ -119,7 +119,7 @@ class Run:
 
 
 def _slug(name: str) -> str:
-    # Same rule as distill.run names eval/base-<slug> (not imported: run.py pulls in every stage's imports).
+    # Same rule as distill.pipeline.runner names eval/base-<slug> (not imported: run.py pulls in every stage's imports).
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
@@ -636,7 +636,7 @@ def examples(run: Run) -> dict:
 # ---------------------------------------------------------------- the page
 
 def render(run: Run) -> str:
-    from distill.report_template import render_page
+    from distill.report.template import render_page
 
     return render_page(
         run=run,

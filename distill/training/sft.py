@@ -23,7 +23,7 @@ from distill.spec import Student
 def _load_tokenizer(base: str, student: Student | None = None):
     from transformers import AutoTokenizer
 
-    from distill.chat_templates import check_keeps_reasoning, template_text
+    from distill.training.chat_templates import check_keeps_reasoning, template_text
 
     tok = AutoTokenizer.from_pretrained(base)
     if tok.pad_token is None:
@@ -54,12 +54,12 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from distill.varlen_attention import best_for_packing
+    from distill.training.varlen_attention import best_for_packing
 
     base = resolve_model(student.base)
     tok = _load_tokenizer(base, student)
     use_cuda = torch.cuda.is_available()
-    # Padding-free batches need an attention that reads the sequence boundaries (see distill/varlen_attention.py).
+    # Padding-free batches need an attention that reads the sequence boundaries (see distill/training/varlen_attention.py).
     attn = best_for_packing() if student.packing else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if student.bf16 else torch.float32,
                                                  attn_implementation=attn)
@@ -161,7 +161,7 @@ def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int,
     import torch
 
     if student.workers > 1:
-        from distill.train_distributed import train_with_ray
+        from distill.training.ray_train import train_with_ray
 
         return train_with_ray(sft_dir, out_dir, student, seed, checkpoint_dir or out_dir / "checkpoints")
     tok = tokenizer_for(student)

@@ -10,7 +10,7 @@ Backends:
   vllm    vLLM's offline engine in Ray actors, one per replica (data parallel). `tensor_parallel_size` and
           `pipeline_parallel_size` in `teacher.engine` become a Ray placement group per replica (`placement`).
           A worker that dies is replaced and its shards are re-run (`teacher.max_shard_attempts` tries each).
-  openai  any OpenAI-compatible endpoint (`distill.openai_backend`): async, bounded concurrency, retries.
+  openai  any OpenAI-compatible endpoint (`distill.teachers.openai`): async, bounded concurrency, retries.
 
 Rows, one per (problem_id, sample_index): the prompt columns, sample_index, response, reasoning, answer,
 finish_reason ("stop" | "length" | "error"), prompt_tokens, completion_tokens, latency_s, teacher, backend,
@@ -509,7 +509,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
 
 def make_backend(model: str, teacher: Teacher, seed: int, teacher_id: str | None = None):
     if teacher.backend == "openai":
-        from distill.openai_backend import OpenAIBackend
+        from distill.teachers.openai import OpenAIBackend
 
         return OpenAIBackend(teacher, seed)
     return VLLMBackend(resolve_model(model), teacher, seed, teacher_id=teacher_id or resolve_model(model))
