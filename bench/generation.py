@@ -39,7 +39,7 @@ def raw(args) -> dict:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from vllm import LLM, SamplingParams
 
-    from distill.pipeline.generate import CPU_ENGINE_DEFAULTS
+    from distill.teachers.vllm import CPU_ENGINE_DEFAULTS
     from distill.models import resolve_model
 
     t0 = time.time()

@@ -14,7 +14,7 @@ import pytest
 from distill.pipeline.sft import assistant_turn
 from distill.pipeline.generate import generate_stage
 from distill.spec import Sampling, Student, Teacher
-from distill.training.sft import train_student
+from distill.pipeline.train import train_student
 from distill.verify import judge
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.pipeline.generate import generate_stage, split_reasoning
+from distill.pipeline.generate import generate_stage
+from distill.teachers.base import split_reasoning
 from distill.teachers.openai import backoff_delay, retry_after_seconds
 from distill.spec import Sampling, Teacher
 

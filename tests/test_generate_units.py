@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from distill import ledger
-from distill.pipeline.generate import Adaptive, placement
+from distill.teachers.base import Adaptive
+from distill.teachers.vllm import placement
 from distill.spec import Prices, Sampling, SpecError, Teacher, parse_spec
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from distill.pipeline.sft import assistant_turn
 from distill.spec import Student
-from distill.training.sft import train_student
+from distill.pipeline.train import train_student
 
 EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
 

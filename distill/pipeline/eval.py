@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill.pipeline.generate import generate_table
-from distill.pipeline.prompts import source_rows
+from distill.sources import source_rows
 from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher
 from distill.verify import judge_many
 

@@ -23,8 +23,8 @@ from distill.pipeline.generate import generate_stage
 from distill.pipeline.package import package_student
 from distill.pipeline.prompts import build_prompts
 from distill.spec import Spec
-from distill.training.sft import train_student
-from distill.verify import verify_stage
+from distill.pipeline.train import train_student
+from distill.pipeline.verify import verify_stage
 
 
 def _log(msg: str) -> None:

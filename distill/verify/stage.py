@@ -40,7 +40,7 @@ from distill import progress
 from distill.verify import dedup
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
-from distill.verify.judge import Verdict, _from_result, _pre
+from distill.verify.judge import Verdict, precheck, verdict_from_result
 
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("decontaminate", ("contaminated",)),
@@ -172,7 +172,7 @@ def _pass1(cols: dict) -> BatchResult:
             res.problems[pid] = _problem_info(problems[i] or "", answer, s, dc)
         response = responses[i] or ""
         fmt = formats[i]
-        pre = _pre(response, answer, finish[i], s.drop_truncated, fmt)
+        pre = precheck(response, answer, finish[i], s.drop_truncated, fmt)
         if isinstance(pre, Verdict) and pre.reason in ("truncated", "generation_error", "unclosed_think"):
             res.reason[i] = pre.reason
             continue
@@ -319,13 +319,13 @@ class FilterRun:
                                self.s.verify_memory_mb)
             self.checked["checker_restarts"] = pool.killed - killed
             for (r, i, (pred, _)), (outcome, detail) in zip(math_items, out):
-                self._set(r, i, _from_result(pred, outcome, detail))
+                self._set(r, i, verdict_from_result(pred, outcome, detail))
         if code_items:
             limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
                             memory_mb=self.s.code_memory_mb)
             out = run_tests_many([p for _, _, p in code_items], self.workers, limits)
             for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
-                self._set(r, i, _from_result(code, outcome, detail))
+                self._set(r, i, verdict_from_result(code, outcome, detail))
 
     @staticmethod
     def _set(r: BatchResult, i: int, v: Verdict) -> None:
@@ -586,7 +586,7 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
 REQUIRED = ("problem", "answer", "response")
 
 
-def _read_any(path: Path) -> pa.Table:
+def read_any(path: Path) -> pa.Table:
     if path.suffix == ".parquet":
         return pq.read_table(path)
     rows = []
@@ -607,7 +607,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). Returns
     counts per reason."""
     in_path, out_path = Path(in_path), Path(out_path)
-    table = _read_any(in_path)
+    table = read_any(in_path)
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
