@@ -1,4 +1,5 @@
-"""`distill run`: the stages in order, each skipped when its marker matches its fingerprint.
+"""`distill run`: the stage graph (`stages.STAGES`) in order, each stage skipped when its marker matches its
+fingerprint.
 
   prompts -> generate -> verify -> sft -> train/<student> -> eval/<model> -> package/<student>
 
@@ -9,7 +10,6 @@ and everything downstream of it, and nothing upstream.
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,27 +17,19 @@ from typing import Callable
 import yaml
 
 from distill import artifacts, cluster, ledger, progress
-from distill.pipeline.sft import build_sft_dataset
-from distill.pipeline.eval import evaluate_model
-from distill.pipeline.generate import generate_stage
-from distill.pipeline.package import package_student
-from distill.pipeline.prompts import build_prompts
+from distill.pipeline import graph
+from distill.pipeline.stages import STAGES
 from distill.spec import Spec
-from distill.pipeline.train import train_student
-from distill.pipeline.verify import verify_stage
 
 
 def _log(msg: str) -> None:
     print(f"[distill {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
-
-
 class Runner:
-    def __init__(self, spec: Spec):
+    def __init__(self, spec: Spec, stages: tuple[graph.Stage, ...] = STAGES):
         self.spec = spec
+        self.stages = stages
         self.root = Path(spec.output_dir)
         self.markers: dict[str, dict] = {}
 
@@ -84,57 +76,16 @@ class Runner:
         cluster.configure(s.ray_address)
         progress.configure(self.root)
 
-        local_files = [artifacts.file_digest(src.path) for src in s.prompts.sources if src.path]
-        fp_prompts = artifacts.fingerprint("prompts", s.prompts.model_dump(), local_files)
-        self.stage("prompts", fp_prompts, lambda d: build_prompts(s.prompts, d))
-
-        fp_gen = artifacts.fingerprint("generate", fp_prompts, s.teacher.model_dump(), s.sampling.model_dump(), s.seed)
-        self.stage("generate", fp_gen,
-                   lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed, prices=s.prices))
-
-        fp_verify = artifacts.fingerprint("verify", fp_gen, s.filter.model_dump(),
-                                          [b.model_dump() for b in s.eval.benchmarks])
-        # Decontamination checks the problems against the benchmark slices this spec evaluates on.
-        self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2,
-                                                               benchmarks=s.eval.benchmarks))
-
-        fp_sft = artifacts.fingerprint("sft", fp_verify)
-        self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d))
-
-        ev = s.eval
-        fp_eval_cfg = ev.model_dump()
-        base_scores: dict[str, dict] = {}
-        if ev.benchmarks and ev.include_base:
-            for base in dict.fromkeys(st.base for st in s.students):
-                key = f"eval/base-{_slug(base)}"
-                fp = artifacts.fingerprint("eval-base", base, fp_eval_cfg, s.teacher.num_gpus, s.seed)
-                self.stage(key, fp, lambda d, b=base: evaluate_model(b, f"base:{b}", ev, s.teacher, s.seed, d))
-                base_scores[base] = json.loads((self.root / key / "scores.json").read_text())
-
-        lineage = self._lineage()
-        packages = []
-        for st in s.students:
-            train_key = f"train/{st.name}"
-            fp_train = artifacts.fingerprint("train", fp_sft, st.model_dump(), s.seed)
-            self.stage(train_key, fp_train, lambda d, st=st: train_student(
-                self.root / "sft", d, st, s.seed, checkpoint_dir=self.root / "checkpoints" / st.name))
-            train_dir = self.root / train_key
-
-            scores = None
-            fp_eval = artifacts.fingerprint("eval", fp_train, fp_eval_cfg, s.teacher.num_gpus, s.seed)
-            if ev.benchmarks:
-                key = f"eval/{st.name}"
-                self.stage(key, fp_eval, lambda d, st=st: evaluate_model(
-                    str(train_dir / "merged"), st.name, ev, s.teacher, s.seed, d))
-                scores = json.loads((self.root / key / "scores.json").read_text())
-            scores = scores or {"benchmarks": {}, "decoding": {**fp_eval_cfg, "seed": s.seed}}
-
-            pkg_key = f"package/{st.name}"
-            costs = ledger.build(self.markers, s)  # what this student has cost so far, in its manifest
-            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage, costs)
-            self.stage(pkg_key, fp_pkg, lambda d, st=st, sc=scores, c=costs: package_student(
-                train_dir, d, st, sc, base_scores.get(st.base), lineage, c))
-            packages.append(str(self.root / pkg_key))
+        nodes = graph.plan(self.stages, s.model_dump(mode="json"))
+        graph.write_plan(self.root, nodes)
+        fps: dict[str, str] = {}
+        for node in nodes:
+            st = node.stage
+            fps[node.key] = artifacts.fingerprint(st.kind or st.name, *(fps[k] for k in node.inputs),
+                                                  *st.covers(self, node.item))
+            if node.enabled:
+                self.stage(node.key, fps[node.key], lambda d, n=node: n.stage.build(self, n.item, d))
+        packages = [str(self.root / n.key) for n in nodes if n.stage.name == "package" and n.enabled]
 
         summary = {"spec": s.name, "spec_hash": s.fingerprint(), "output_dir": str(self.root),
                    "packages": packages, "stages": {k: {"seconds": m["seconds"], "stats": m["stats"]}
@@ -143,7 +94,11 @@ class Runner:
         (self.root / "run.json").write_text(json.dumps(summary, indent=2, default=str))
         return summary
 
-    def _lineage(self) -> dict:
+    def costs(self) -> dict:
+        """The ledger of the stages run so far (a package records what its student has cost)."""
+        return ledger.build(self.markers, self.spec)
+
+    def lineage(self) -> dict:
         gen = self.markers["generate"]["stats"]
         ver = self.markers["verify"]["stats"]
         return {"teacher": self.spec.teacher.model, "spec_name": self.spec.name, "spec_hash": self.spec.fingerprint(),

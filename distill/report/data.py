@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,10 +45,10 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill import artifacts
+from distill.pipeline import graph
+from distill.pipeline.stages import STAGES, base_eval_key
 
 REPORT_NAME = "report.html"
-SINGLE_STAGES = ("prompts", "generate", "verify", "sft")
-NESTED_STAGES = ("train", "eval", "package")  # one directory per student or model: train/<student>, ...
 
 # The verify stage's steps and the drop reasons of each, in the order they are applied: they order and explain
 # the funnel, and rebuild it from the reason counts of a stats.json written before verify recorded its own list.
@@ -118,36 +117,6 @@ class Run:
         return node
 
 
-def _slug(name: str) -> str:
-    # Same rule as distill.pipeline.runner names eval/base-<slug> (not imported: run.py pulls in every stage's imports).
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
-
-
-def expected_stages(spec: dict) -> list[str]:
-    """The stage keys a spec produces, in the order `distill run` runs them."""
-    students = [s for s in spec.get("students") or [] if isinstance(s, dict) and s.get("name")]
-    ev = spec.get("eval") or {}
-    keys = list(SINGLE_STAGES)
-    if ev.get("benchmarks") and ev.get("include_base", True):
-        keys += [f"eval/base-{_slug(str(b))}" for b in dict.fromkeys(s.get("base") for s in students) if b]
-    for s in students:
-        keys.append(f"train/{s['name']}")
-        if ev.get("benchmarks"):
-            keys.append(f"eval/{s['name']}")
-        keys.append(f"package/{s['name']}")
-    return keys
-
-
-def _found_stages(root: Path) -> list[str]:
-    """Stage directories present on disk (hidden temporary `.<name>.tmp-*` directories are not stages)."""
-    keys = [k for k in SINGLE_STAGES if (root / k).is_dir()]
-    for group in NESTED_STAGES:
-        if (root / group).is_dir():
-            keys += [f"{group}/{p.name}" for p in sorted((root / group).iterdir())
-                     if p.is_dir() and not p.name.startswith(".")]
-    return keys
-
-
 def _stage(root: Path, key: str) -> Stage:
     path = root / key
     m = artifacts.marker(path)
@@ -161,11 +130,11 @@ def _stage(root: Path, key: str) -> Stage:
 def load_run(run_dir: str | Path) -> Run:
     root = Path(run_dir).resolve()
     spec_path = root / "spec.yaml"
-    if not root.is_dir() or not (spec_path.exists() or _found_stages(root)):
+    if not root.is_dir() or not (spec_path.exists() or graph.found(STAGES, root)):
         raise FileNotFoundError(f"not a run directory (no spec.yaml, no stage directories): {run_dir}")
     spec_text = spec_path.read_text() if spec_path.exists() else ""
     spec = (yaml.safe_load(spec_text) if spec_text else None) or {}
-    keys = list(dict.fromkeys(expected_stages(spec) + _found_stages(root)))
+    keys = graph.expected(STAGES, root, spec if isinstance(spec, dict) else {})
     return Run(root, spec, spec_text, artifacts.read_json(root / "run.json"), {k: _stage(root, k) for k in keys})
 
 
@@ -450,7 +419,7 @@ def _models(run: Run) -> list[dict]:
             "key": key, "name": name, "label": scores.get("model") or name, "is_base": is_base(name),
             "color": BASE if is_base(name) else STUDENTS[n_students % len(STUDENTS)],
             "scores": scores.get("benchmarks", {}), "decoding": scores.get("decoding"),
-            "base_key": f"eval/base-{_slug(base)}" if base else None,
+            "base_key": base_eval_key(base) if base else None,
         })
     return models
 
