@@ -61,14 +61,14 @@ def pipeline(args) -> dict:
     import pyarrow.parquet as pq
 
     from distill.pipeline.generate import generate_stage
-    from distill.spec import Sampling, Teacher
+    from distill.spec import Sampling, VLLMTeacher
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "prompts").mkdir()
         (tmp / "gen").mkdir()
         pq.write_table(pa.Table.from_pylist(load_prompts(args.prompts)), tmp / "prompts" / "prompts.parquet")
-        teacher = Teacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
+        teacher = VLLMTeacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
                           engine=json.loads(args.engine))
         sampling = Sampling(n=args.n, temperature=args.temperature, top_p=0.95, max_tokens=args.max_tokens)
         os.environ.setdefault("DISTILL_PROGRESS", "0")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.pipeline.generate import generate_stage, generate_table
-from distill.spec import Sampling, Teacher
+from distill.spec import Sampling, VLLMTeacher
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def _rows(out):
 
 def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray_local, tmp_path):
     prompts = pa.Table.from_pylist([{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(6)])
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
                       engine=ENGINE)
     out = tmp_path / "generate"
     seen = []
@@ -57,9 +57,9 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from distill.pipeline.generate import generate_stage
-from distill.spec import Sampling, Teacher
+from distill.spec import Sampling, VLLMTeacher
 prompts, out, shards, model = map(Path, sys.argv[1:5])
-teacher = Teacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
+teacher = VLLMTeacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
 # Hold after each committed shard, so the test can kill this driver in the middle of the run.
 generate_stage(prompts, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards,
                on_shard=lambda info: time.sleep(4))
@@ -100,7 +100,7 @@ def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_loca
 
     out = tmp_path / "second"
     out.mkdir()
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
     stats = generate_stage(pdir, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards)
     assert stats["shards"] == 5 and stats["shards_resumed"] == len(committed)
     assert stats["shards_generated"] == 5 - len(committed)
@@ -121,7 +121,7 @@ def test_adaptive_rounds_in_the_engine_actor(tiny_llama, ray_local, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), pdir / "prompts.parquet")
     out = tmp_path / "out"
     out.mkdir()
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=4, engine=ENGINE)
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=4, engine=ENGINE)
     stats = generate_stage(pdir, out, teacher, Sampling(until_verified=1, max_samples=3, max_tokens=6), 0)
     got = _rows(out)
     assert sorted((r["problem_id"], r["sample_index"]) for r in got) == sorted(

@@ -275,7 +275,7 @@ def generate_stage(prompts_dir: Path, out_dir: Path, teacher: Teacher, sampling:
             shutil.copy2(f, out_dir / f.name)
     shutil.rmtree(shard_dir, ignore_errors=True)
     problems = pq.ParquetFile(prompts_file).metadata.num_rows
-    accelerators = backend.accelerators() if hasattr(backend, "accelerators") else 0.0
+    accelerators = backend.accelerators()
     stats = {
         "problems": problems,
         "traces": full.traces,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
+from distill.spec import student_engine
 
 
 def _students(spec: dict) -> list[str]:
@@ -115,7 +116,7 @@ def _package(run, name: str, out: Path):
 # ---------------------------------------------------------------- the graph
 
 def _eval_covers(run, item) -> list:
-    return [run.spec.eval.model_dump(), run.spec.teacher.num_gpus, run.spec.seed]
+    return [run.spec.eval.model_dump(), student_engine(run.spec.teacher).num_gpus, run.spec.seed]
 
 
 STAGES: tuple[Stage, ...] = (

@@ -25,7 +25,7 @@ import random
 import threading
 import time
 
-from distill.spec import Teacher
+from distill.spec import OpenAITeacher
 from distill.teachers.base import Adaptive, engine_params, trace_row
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -81,7 +81,7 @@ def parse_completion(body: dict) -> dict:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, teacher: Teacher, seed: int, teacher_id: str | None = None):
+    def __init__(self, teacher: OpenAITeacher, seed: int, teacher_id: str | None = None):
         self.teacher, self.seed = teacher, seed
         self.url = teacher.base_url.rstrip("/") + "/chat/completions"
         self.loop: asyncio.AbstractEventLoop | None = None

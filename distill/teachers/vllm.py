@@ -13,7 +13,7 @@ from typing import Any
 
 from distill import cluster
 from distill.models import resolve_model
-from distill.spec import Teacher
+from distill.spec import VLLMTeacher
 from distill.teachers.base import Adaptive, engine_params, trace_row
 
 # On the CPU build vLLM sizes its KV cache as a fraction of host RAM (`gpu_memory_utilization`, default 0.9:
@@ -21,7 +21,7 @@ from distill.teachers.base import Adaptive, engine_params, trace_row
 # (~23k tokens of SmolLM2-135M) is plenty for small models and predictable; override in `teacher.engine`.
 CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096, "dtype": "float32"}
 
-def placement(teacher: Teacher) -> dict:
+def placement(teacher: VLLMTeacher) -> dict:
     """How one replica is placed on Ray: the actor's options, a placement group (or None), engine extras.
 
     tp x pp == 1: the actor itself asks for `num_gpus` (and `num_cpus`). tp x pp > 1 on GPUs: one bundle per
@@ -121,7 +121,7 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, teacher: Teacher, seed: int, teacher_id: str | None = None):
+    def __init__(self, teacher: VLLMTeacher, seed: int, teacher_id: str | None = None):
         self.model, self.teacher, self.seed = resolve_model(teacher.model), teacher, seed
         self.teacher_id = teacher_id or self.model  # what the trace rows name as their teacher
         self.plan = placement(teacher)
