@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import schemas
 from distill.pipeline.generate import generate_table
 from distill.sources import source_rows
 from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher, student_engine
@@ -58,7 +59,7 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
          "response": r["response"], "finish_reason": r["finish_reason"], "extracted": v.extracted,
          "correct": v.correct, "reason": v.reason}
         for r, v in zip(rows, verdicts)
-    ])
+    ], schema=schemas.EVAL_SAMPLES)
     pq.write_table(samples, out_dir / "samples.parquet")
     scores = {
         "model": label,

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import artifacts, progress
+from distill import artifacts, progress, schemas
 from distill.spec import Sampling, Teacher
 from distill.teachers import make_backend
 from distill.teachers.base import sampling_dict
@@ -66,17 +66,8 @@ def shard_path(shard_dir: Path, shard_id: int) -> Path:
     return shard_dir / f"shard-{shard_id:06d}.parquet"
 
 
-# Trace columns whose values may all be null in one shard: fixed types, so every shard has the same schema.
-TRACE_TYPES = {"seed": pa.int64(), "error": pa.string(), "verified": pa.bool_(), "latency_s": pa.float64(),
-               "reasoning": pa.string(), "answer_text": pa.string(), "response": pa.string()}
-
-
 def _write_shard(rows: list[dict], path: Path) -> pa.Table:
-    table = pa.Table.from_pylist(rows)
-    for name, typ in TRACE_TYPES.items():
-        if name in table.column_names and table.schema.field(name).type != typ:
-            i = table.column_names.index(name)
-            table = table.set_column(i, pa.field(name, typ), table.column(name).cast(typ))
+    table = schemas.conform(pa.Table.from_pylist(rows), schemas.TRACE_FIELDS)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         pq.write_table(table, tmp)

@@ -16,14 +16,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import schemas
 from distill.sources import source_rows
 from distill.spec import Prompts
-
-SCHEMA = pa.schema([
-    ("problem_id", pa.string()), ("source", pa.string()), ("domain", pa.string()), ("problem", pa.string()),
-    ("answer", pa.string()), ("answer_format", pa.string()), ("prompt", pa.string()),
-])
-
 
 def build_prompts(spec: Prompts, out_dir: Path) -> dict:
     seen: set[str] = set()
@@ -45,5 +40,5 @@ def build_prompts(spec: Prompts, out_dir: Path) -> dict:
             counts[row["source"]] += 1
     if not rows:
         raise ValueError("prompts: the sources produced no problems")
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out_dir / "prompts.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.PROMPTS), out_dir / "prompts.parquet")
     return {"problems": len(rows), "by_source_or_drop": dict(counts)}

@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import progress
+from distill import progress, schemas
 from distill.verify import dedup
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
@@ -53,7 +53,7 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
 ]
 STEP_OF = {r: step for step, reasons in STEPS for r in reasons}
 JUDGE_FILTER_REASONS = {"generation_error", "truncated", "unclosed_think", "empty_answer"}
-OUT_COLUMNS = ("extracted", "correct", "reason", "kept", "detail")
+OUT_COLUMNS = tuple(f.name for f in schemas.VERDICT_FIELDS)
 BATCH_ROWS = 1024
 TRACE_K = 32  # characters per trace shingle
 PROBLEM_K = 16  # characters per problem shingle (problems are short)
@@ -491,14 +491,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
 
 
 def _annotated(table: pa.Table, cols: dict) -> pa.Table:
-    for name in OUT_COLUMNS:
-        if name in table.column_names:
-            table = table.drop_columns([name])
-    table = table.append_column("extracted", pa.array(cols["extracted"], pa.string()))
-    table = table.append_column("correct", pa.array(cols["correct"], pa.bool_()))
-    table = table.append_column("reason", pa.array(cols["reason"], pa.string()))
-    table = table.append_column("kept", pa.array(cols["kept"], pa.bool_()))
-    return table.append_column("detail", pa.array(cols["detail"], pa.string()))
+    table = table.drop_columns([name for name in OUT_COLUMNS if name in table.column_names])
+    for f in schemas.VERDICT_FIELDS:
+        table = table.append_column(f, pa.array(cols[f.name], f.type))
+    return table
 
 
 class _Writer:
@@ -542,13 +538,6 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
-def _out_schema(schema: pa.Schema) -> pa.Schema:
-    fields = [f for f in schema if f.name not in OUT_COLUMNS]
-    return pa.schema(fields + [pa.field("extracted", pa.string()), pa.field("correct", pa.bool_()),
-                               pa.field("reason", pa.string()), pa.field("kept", pa.bool_()),
-                               pa.field("detail", pa.string())])
-
-
 # ---------------------------------------------------------------- entry points
 
 def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int = 1, benchmarks=None) -> dict:
@@ -563,7 +552,7 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     run = FilterRun(s, benchmarks, workers)
     run.pass1((_cols(b) for b in parquet_batches(files, NEEDED)), total)
-    out_schema = _out_schema(schema)
+    out_schema = schemas.verified_schema(schema)
     traces, kept = _Writer(Path(out_dir) / "traces.parquet"), _Writer(Path(out_dir) / "kept.parquet")
     try:
         for b, batch in enumerate(parquet_batches(files)):
@@ -635,7 +624,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     try:
         for b, a in enumerate(starts):
             writer.write(_annotated(table.slice(a, BATCH_ROWS), run.columns(b)))
-        writer.close(_out_schema(table.schema))
+        writer.close(schemas.verified_schema(table.schema))
     except BaseException:
         writer.abort()
         raise
