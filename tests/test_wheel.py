@@ -1,4 +1,4 @@
-"""The built wheel carries the `datasets_spec/` catalog: installed into a fresh venv (no checkout on the path),
+"""The built wheel carries the `datasets_spec/` catalog (and the report's page template): installed into a fresh venv (no checkout on the path),
 distill lists the same catalog and reads a shipped data file."""
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def test_wheel_ships_the_catalog(tmp_path):
     # The dependencies (pydantic, yaml, ...) come from this environment's site-packages, appended after the fresh
     # venv's own without its .pth files (they hold this environment's editable distill); the checkout is not on
     # the path (-I, cwd elsewhere).
-    probe = ("import json, sys; sys.path.append(sys.argv[1]); import distill.catalog as c; "
+    probe = ("import json, sys; from pathlib import Path; sys.path.append(sys.argv[1]); import distill.catalog as c; "
              "e = c.get('gsm8k_sample'); print(json.dumps({'file': c.__file__, 'names': c.names(), "
-             "'rows': sum(1 for _ in c.read_rows(path=e.loader.path))}))")
+             "'rows': sum(1 for _ in c.read_rows(path=e.loader.path)), "
+             "'page': (Path(c.__file__).parent / 'report' / 'page.html.j2').is_file()}))")
     out = subprocess.run([str(python), "-I", "-c", probe, sysconfig.get_paths()["purelib"]], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -46,3 +47,4 @@ def test_wheel_ships_the_catalog(tmp_path):
     assert got["file"].startswith(str(venv))  # the installed copy, not the checkout
     assert got["names"] == catalog.names() and "gsm8k_sample" in got["names"]
     assert got["rows"] == 200
+    assert got["page"]  # the report's page template is package data too
