@@ -93,6 +93,14 @@ Teacher = Annotated[Union[Annotated[VLLMTeacher, Tag("vllm")], Annotated[OpenAIT
                     Discriminator(_teacher_backend)]
 
 
+def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
+    """The teacher as fingerprints have always seen it: every field of every backend (the other backends' at their
+    defaults), as the single Teacher class before the split dumped it, so runs made then stay up to date."""
+    fields = {name: (None if f.is_required() else f.get_default(call_default_factory=True))
+              for cls in TEACHERS.values() for name, f in cls.model_fields.items()}
+    return {**fields, **teacher.model_dump()}
+
+
 def student_engine(teacher: VLLMTeacher | OpenAITeacher) -> VLLMTeacher:
     """The vLLM settings students (and base models) are evaluated with: a vLLM teacher's placement, else the
     defaults (students are always served by vLLM here, even when the teacher was an API)."""

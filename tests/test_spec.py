@@ -135,3 +135,14 @@ def test_cli_validate_reports_a_wrong_backend_field_without_traceback(tmp_path, 
     err = capsys.readouterr().err
     assert err.strip().endswith("teacher.api_key_env: a field of backend 'openai', not of backend 'vllm'")
     assert "Traceback" not in err
+
+
+def test_teacher_fingerprint_is_what_the_single_teacher_class_dumped():
+    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs stay done."""
+    from distill.spec import VLLMTeacher, teacher_fingerprint
+
+    assert teacher_fingerprint(VLLMTeacher(model="m", num_gpus=1)) == {
+        "model": "m", "backend": "vllm", "engine": {}, "replicas": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 64,
+        "system_prompt": None, "shard_size": None, "max_shard_attempts": 3, "base_url": None, "api_key_env": None,
+        "concurrency": 16, "timeout_s": 600, "max_retries": 5, "backoff_s": 1.0, "max_backoff_s": 60.0,
+        "send_seed": False}

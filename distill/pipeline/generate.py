@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import artifacts, progress, schemas
-from distill.spec import Sampling, Teacher
+from distill.spec import Sampling, Teacher, teacher_fingerprint
 from distill.teachers import make_backend
 from distill.teachers.base import sampling_dict
 
@@ -229,7 +229,7 @@ def _scratch_dir() -> str:
 def shard_key(prompts_file: Path, teacher: Teacher, sampling: Sampling | dict, seed: int) -> str:
     from distill import artifacts
 
-    return artifacts.fingerprint("generate-shards", artifacts.file_digest(prompts_file), teacher.model_dump(),
+    return artifacts.fingerprint("generate-shards", artifacts.file_digest(prompts_file), teacher_fingerprint(teacher),
                                  sampling_dict(sampling), seed)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import student_engine
+from distill.spec import student_engine, teacher_fingerprint
 
 
 def _students(spec: dict) -> list[str]:
@@ -124,7 +124,8 @@ STAGES: tuple[Stage, ...] = (
           covers=lambda run, _: [run.spec.prompts.model_dump(),
                                  [artifacts.file_digest(src.path) for src in run.spec.prompts.sources if src.path]]),
     Stage("generate", _generate, inputs=("prompts",),
-          covers=lambda run, _: [run.spec.teacher.model_dump(), run.spec.sampling.model_dump(), run.spec.seed]),
+          covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
+                                 run.spec.seed]),
     Stage("verify", _verify, inputs=("generate",),
           covers=lambda run, _: [run.spec.filter.model_dump(), [b.model_dump() for b in run.spec.eval.benchmarks]]),
     Stage("sft", _sft, inputs=("verify",)),
