@@ -1,4 +1,4 @@
-"""Generation throughput: raw `vllm.LLM.generate` versus the pipeline (`distill.generate.generate_stage`: Ray
+"""Generation throughput: raw `vllm.LLM.generate` versus the pipeline (`distill.pipeline.generate.generate_stage`: Ray
 actor, shards, Parquet commits), same engine settings, same prompts, same sampling, in one run.
 
     .venv/bin/python bench/generation.py --model smollm2-135m --prompts 64 --max-tokens 128 --repeats 3
@@ -39,7 +39,7 @@ def raw(args) -> dict:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     from vllm import LLM, SamplingParams
 
-    from distill.generate import CPU_ENGINE_DEFAULTS
+    from distill.teachers.vllm import CPU_ENGINE_DEFAULTS
     from distill.models import resolve_model
 
     t0 = time.time()
@@ -60,15 +60,15 @@ def pipeline(args) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from distill.generate import generate_stage
-    from distill.spec import Sampling, Teacher
+    from distill.pipeline.generate import generate_stage
+    from distill.spec import Sampling, VLLMTeacher
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "prompts").mkdir()
         (tmp / "gen").mkdir()
         pq.write_table(pa.Table.from_pylist(load_prompts(args.prompts)), tmp / "prompts" / "prompts.parquet")
-        teacher = Teacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
+        teacher = VLLMTeacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
                           engine=json.loads(args.engine))
         sampling = Sampling(n=args.n, temperature=args.temperature, top_p=0.95, max_tokens=args.max_tokens)
         os.environ.setdefault("DISTILL_PROGRESS", "0")

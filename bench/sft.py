@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 def dataset(n: int):
     import datasets
 
-    from distill.dataset import assistant_turn
+    from distill.pipeline.sft import assistant_turn
     from distill.verify import reference_answer
 
     rows = []
@@ -65,7 +65,7 @@ def real_token_share(trainer) -> tuple[int, float]:
 
 
 def one_run(ds, student, tmp, packing: bool) -> tuple[float, float]:
-    from distill.train import build_trainer
+    from distill.training.sft import build_trainer
 
     trainer = build_trainer(ds, student.model_copy(update={"packing": packing}), tmp / f"out-{packing}", seed=0,
                             logging_steps=1000)

@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 AnswerFormat = Literal["gsm8k", "boxed", "plain", "none", "code"]  # code: JSON test cases (distill.verify.code)
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "datasets_spec"
+# `distill/datasets_spec` is a symlink to the checkout's top-level `datasets_spec/`, and the same files are
+# package data in a wheel (pyproject.toml), so the catalog is found from a checkout and from an install alike.
+CATALOG_DIR = (Path(__file__).parent / "datasets_spec").resolve()
 
 
 class _Strict(BaseModel):

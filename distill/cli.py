@@ -17,7 +17,7 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from distill.run import run
+    from distill.pipeline.runner import run
     from distill.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
     rp.set_defaults(fn=_cmd_report)
 
-    from distill.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
+    from distill.service.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
 
     add_commands(sub)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from distill.spec import student_engine
+
 KEYS = ("tokens_in", "tokens_out", "wall_seconds", "accelerator_seconds", "cost_usd")
 
 
@@ -45,7 +47,7 @@ def stage_accelerators(name: str, stats: dict, spec: Any) -> float:
     """Devices a stage held: its own measured `accelerators`, else the estimate report.py also uses."""
     if "accelerators" in (stats or {}):
         return float(stats["accelerators"])
-    t = spec.teacher
+    t = student_engine(spec.teacher)  # an API teacher holds none of our devices: 0, as the defaults say
     if name == "generate":
         return float(t.num_gpus * t.replicas)
     if name.startswith("eval/"):

@@ -5,7 +5,7 @@ publishes while it runs.
 known, rewrites `<run dir>/.progress/<stage>.json` (atomically, at most once a second, and on close):
 {"stage", "done", "total", "unit", "counts", "updated"}. The runner names the run directory (`configure`, which
 also sets DISTILL_RUN_DIR so that Ray Train workers and other processes it starts write to the same place).
-`distill.status.StatusReporter` polls the run directory and folds these files into `status.json` and its
+`distill.service.status.StatusReporter` polls the run directory and folds these files into `status.json` and its
 `[distill status]` log line: that line is how the counts reach `distill jobs status` and
 `Client.jobs.retrieve` while a job runs on a Ray cluster or Kubernetes.
 """

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from distill import catalog
 
@@ -38,38 +39,72 @@ def _existing(path: str, info: ValidationInfo) -> str:
     return str(p.resolve())
 
 
-class Teacher(Strict):
+class _TeacherCommon(Strict):
+    """What every teacher backend has. Each backend adds only its own fields (one config class per backend, as
+    `ray.data.llm` has one per engine), chosen by `backend`."""
+
     model: str = Field(description="HF hub id, local directory, or the built-in alias 'smollm2-135m'; for the "
                                    "'openai' backend the model name the endpoint serves")
-    backend: Literal["vllm", "openai"] = Field("vllm", description="'vllm': offline engines in Ray actors; "
-                                                                    "'openai': an OpenAI-compatible HTTP endpoint")
-    engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for vllm.LLM")
-    replicas: int = Field(1, ge=1, description="data-parallel engine copies (Ray actors)")
-    num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs the CPU build")
-    num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica")
-    batch_size: int = Field(64, ge=1, description="prompts handed to one engine call")
     system_prompt: str | None = None
+    batch_size: int = Field(64, ge=1, description="prompts handed to one engine call")
     # Sharding: prompts are processed in shards of this many problems; each shard's traces are committed
     # atomically, and a re-run after a crash only generates the shards that are missing. Unset: batch_size.
     shard_size: int | None = Field(None, ge=1, description="problems per committed shard (default batch_size)")
     max_shard_attempts: int = Field(3, ge=1, description="tries per shard when its engine worker dies")
-    # The 'openai' backend (vLLM/SGLang servers, hosted APIs). The key is read from the environment variable
-    # named here; its value is never logged or written anywhere.
-    base_url: str | None = Field(None, description="endpoint root, e.g. http://127.0.0.1:8000/v1")
+
+
+class VLLMTeacher(_TeacherCommon):
+    """vLLM's offline engine in Ray actors (`distill.teachers.vllm`); the default backend."""
+
+    backend: Literal["vllm"] = Field("vllm", description="'vllm': offline engines in Ray actors")
+    engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for vllm.LLM")
+    replicas: int = Field(1, ge=1, description="data-parallel engine copies (Ray actors)")
+    num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs the CPU build")
+    num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica")
+
+
+class OpenAITeacher(_TeacherCommon):
+    """An OpenAI-compatible endpoint (vLLM/SGLang servers, hosted APIs; `distill.teachers.openai`). The key is
+    read from the environment variable named here; its value is never logged or written anywhere."""
+
+    backend: Literal["openai"] = Field(description="'openai': an OpenAI-compatible HTTP endpoint")
+    base_url: str = Field(description="endpoint root, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    concurrency: int = Field(16, ge=1, description="requests in flight at once (openai backend)")
-    timeout_s: float = Field(600, gt=0, description="per-request timeout in seconds (openai backend)")
-    max_retries: int = Field(5, ge=0, description="retries on 429/5xx/timeouts/malformed replies (openai backend)")
+    concurrency: int = Field(16, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(600, gt=0, description="per-request timeout in seconds")
+    max_retries: int = Field(5, ge=0, description="retries on 429/5xx/timeouts/malformed replies")
     backoff_s: float = Field(1.0, gt=0, description="first retry delay; doubles per retry, with jitter")
     max_backoff_s: float = Field(60.0, gt=0, description="cap on one retry delay (Retry-After is honoured)")
     send_seed: bool = Field(False, description="send a per-request seed (seed + sample index); off because "
                                                "the vLLM CPU build crashes on per-request seeds")
 
-    @model_validator(mode="after")
-    def _backend_fields(self) -> Teacher:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError("backend 'openai' needs base_url")
-        return self
+
+TEACHERS: dict[str, type[_TeacherCommon]] = {"vllm": VLLMTeacher, "openai": OpenAITeacher}
+
+
+def _teacher_backend(value: Any) -> str | None:
+    """The tag of a teacher: its `backend`, `vllm` when left out (specs written before there was a choice)."""
+    if isinstance(value, dict):
+        return value.get("backend", "vllm")
+    return getattr(value, "backend", None)
+
+
+Teacher = Annotated[Union[Annotated[VLLMTeacher, Tag("vllm")], Annotated[OpenAITeacher, Tag("openai")]],
+                    Discriminator(_teacher_backend)]
+
+
+def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
+    """The teacher as fingerprints have always seen it: every field of every backend (the other backends' at their
+    defaults), as the single Teacher class before the split dumped it, so runs made then stay up to date."""
+    fields = {name: (None if f.is_required() else f.get_default(call_default_factory=True))
+              for cls in TEACHERS.values() for name, f in cls.model_fields.items()}
+    return {**fields, **teacher.model_dump()}
+
+
+def student_engine(teacher: VLLMTeacher | OpenAITeacher) -> VLLMTeacher:
+    """The vLLM settings students (and base models) are evaluated with: a vLLM teacher's placement, else the
+    defaults (students are always served by vLLM here, even when the teacher was an API)."""
+    return teacher if isinstance(teacher, VLLMTeacher) else VLLMTeacher(model=teacher.model)
 
 
 class Source(Strict):
@@ -139,7 +174,7 @@ class Sampling(Strict):
 
 
 class Prices(Strict):
-    """Prices for the cost ledger; each optional (0 = free). Same shape `distill/report.py` reads."""
+    """Prices for the cost ledger; each optional (0 = free). Same shape `distill/report/data.py` reads."""
 
     currency: str = "USD"
     accelerator_hour: float = Field(0.0, ge=0, description="per accelerator (GPU) hour")
@@ -219,7 +254,7 @@ class Student(Strict):
     @classmethod
     def _template_known(cls, v: str | None) -> str | None:
         if v is not None:
-            from distill.chat_templates import template_text
+            from distill.training.chat_templates import template_text
 
             template_text(v)
         return v
@@ -289,9 +324,20 @@ def parse_spec(data: Any, base_dir: str | Path = ".") -> Spec:
         lines = []
         for err in e.errors():
             msg = err["msg"].removeprefix("Value error, ")
+            loc = err["loc"]
+            backend = loc[1] if loc[:1] == ("teacher",) and len(loc) > 1 and loc[1] in TEACHERS else None
+            if backend:
+                loc = loc[:1] + loc[2:]  # the union's tag is not a key the user wrote
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"
-            lines.append(f"{_field_path(err['loc'])}: {msg}")
+                owner = [b for b, cls in TEACHERS.items() if backend and loc[-1] in cls.model_fields]
+                if owner:
+                    msg = f"a field of backend '{owner[0]}', not of backend '{backend}'"
+            elif err["type"] == "union_tag_not_found":
+                msg = "should be a mapping: model, backend (vllm or openai) and the backend's fields"
+            elif err["type"] == "union_tag_invalid":
+                loc, msg = loc + ("backend",), f"unknown backend {err['ctx']['tag']!r} (one of: {', '.join(TEACHERS)})"
+            lines.append(f"{_field_path(loc)}: {msg}")
         raise SpecError("\n".join(lines)) from None
 
 

@@ -8,7 +8,7 @@
 
 Inside a job RAY_ADDRESS is set, so every stage's Ray work (vLLM actors) lands on the cluster. The job writes
 `<output_dir>/status.json` (stage and counts) as it goes; `python jobs/distill.py --help` lists every option.
-The logic lives in `distill/job.py`.
+The logic lives in `distill/service/job.py`.
 """
 
 import sys
@@ -17,6 +17,6 @@ from pathlib import Path
 if __name__ == "__main__":  # vLLM spawns processes: keep the entry point guarded
     # The checkout this script belongs to, ahead of any other installed copy: the job runs the code it shipped.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from distill.job import main
+    from distill.service.job import main
 
     sys.exit(main())

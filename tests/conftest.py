@@ -30,7 +30,7 @@ def family_tokenizer(family: str):
     from tokenizers import Regex, pre_tokenizers
     from transformers import AutoTokenizer
 
-    from distill.chat_templates import template_text
+    from distill.training.chat_templates import template_text
     from distill.models import resolve_model
 
     _, special, added, eos, template = FAMILIES[family]

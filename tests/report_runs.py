@@ -16,8 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from distill import artifacts
-from distill.prompts import SCHEMA
+from distill import artifacts, schemas
 from distill.spec import Filter, parse_spec
 from distill.verify import verify_stage
 
@@ -159,7 +158,7 @@ def make_run(root: Path, upto: str = "all", ledger: dict | None = None) -> Path:
     (root / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(), sort_keys=False))
     prompts = _prompts()
     markers = {"prompts": _commit(root, "prompts", lambda d: (
-        pq.write_table(pa.Table.from_pylist(prompts, schema=SCHEMA), d / "prompts.parquet"),
+        pq.write_table(pa.Table.from_pylist(prompts, schema=schemas.PROMPTS), d / "prompts.parquet"),
         {"problems": len(prompts), "by_source_or_drop": {"synthetic": 10, "chat": 2}})[1])}
     markers["generate"] = _commit(root, "generate", lambda d: _generate(d, prompts))
     if upto == "generate":

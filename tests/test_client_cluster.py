@@ -26,9 +26,9 @@ import requests
 import yaml
 
 from distill import Client
-from distill.client import JobState
-from distill.errors import ClusterUnreachable, JobConflict, JobNotFound, JobTimeout, SpecInvalid, Unauthorized
-from distill.status import parse_log, read
+from distill.service.client import JobState
+from distill.service.errors import ClusterUnreachable, JobConflict, JobNotFound, JobTimeout, SpecInvalid, Unauthorized
+from distill.service.status import parse_log, read
 from tests.conftest import REPO, tiny_spec
 
 VENV_BIN = Path(sys.executable).parent

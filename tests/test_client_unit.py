@@ -13,12 +13,13 @@ import time
 import pytest
 import yaml
 
-from distill import artifacts, job, progress, registry
-from distill.client import TERMINAL_STATES, Client, JobState
-from distill.errors import IntegrityError, JobConflict, JobNotFound, ModelNotFound, ServerError, SpecInvalid
-from distill.package import package_student
+from distill import artifacts, progress
+from distill.service import job, registry
+from distill.service.client import TERMINAL_STATES, Client, JobState
+from distill.service.errors import IntegrityError, JobConflict, JobNotFound, ModelNotFound, ServerError, SpecInvalid
+from distill.pipeline.package import package_student
 from distill.spec import SpecError, Student
-from distill.status import StatusReporter, parse_log, read
+from distill.service.status import StatusReporter, parse_log, read
 
 SPEC = {"name": "unit", "output_dir": "run", "teacher": {"model": "smollm2-135m"},
         "prompts": {"sources": [{"dataset": "gsm8k_sample", "limit": 2}]},

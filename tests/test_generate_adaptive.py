@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.dataset import assistant_turn
-from distill.generate import generate_stage
-from distill.spec import Sampling, Student, Teacher
-from distill.train import train_student
+from distill.pipeline.sft import assistant_turn
+from distill.pipeline.generate import generate_stage
+from distill.spec import Sampling, Student, VLLMTeacher
+from distill.pipeline.train import train_student
 from distill.verify import judge
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ def _run(tmp_path, teacher_dir, name, sampling):
                        pdir / "prompts.parquet")
     out = tmp_path / name
     out.mkdir()
-    teacher = Teacher(model=str(teacher_dir), num_cpus=2, batch_size=len(PROBLEMS), engine=ENGINE)
+    teacher = VLLMTeacher(model=str(teacher_dir), num_cpus=2, batch_size=len(PROBLEMS), engine=ENGINE)
     stats = generate_stage(pdir, out, teacher, sampling, seed=0)
     rows = [r for f in sorted(out.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     return stats, rows

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage, split_reasoning
-from distill.openai_backend import backoff_delay, retry_after_seconds
-from distill.spec import Sampling, Teacher
+from distill.pipeline.generate import generate_stage
+from distill.teachers.base import split_reasoning
+from distill.teachers.openai import backoff_delay, retry_after_seconds
+from distill.spec import OpenAITeacher, Sampling
 
 SECRET = "sk-test-DO-NOT-LEAK-4f1c2e"
 
@@ -123,7 +124,7 @@ def test_fault_injecting_endpoint_every_sample_ends_as_trace_or_error(tmp_path, 
     ids = [f"p-{i}" for i in range(24)] + ["p-dead", "p-forbidden", "p-429", "p-slow", "p-hang", "p-garbage"]
     prompts = _prompts(tmp_path, ids)
     with FaultServer() as srv:
-        teacher = Teacher(model="fake-r1", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
+        teacher = OpenAITeacher(model="fake-r1", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
                           api_key_env="DISTILL_TEST_KEY", concurrency=8, timeout_s=0.5, max_retries=4,
                           backoff_s=0.05, max_backoff_s=0.2, shard_size=7, send_seed=True)
         out = tmp_path / "generate"
@@ -173,7 +174,7 @@ def test_resume_skips_committed_shards(tmp_path, monkeypatch):
     shard_dir = tmp_path / "shards"
     with FaultServer() as srv:
         srv.rng = random.Random(1)
-        teacher = Teacher(model="m", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
+        teacher = OpenAITeacher(model="m", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
                           api_key_env="DISTILL_TEST_KEY", concurrency=4, timeout_s=2, backoff_s=0.01, shard_size=3)
         first = tmp_path / "a"
         first.mkdir()
@@ -247,7 +248,7 @@ def test_adaptive_sampling_spends_fewer_samples_for_the_same_verified_problems(t
     prompts = _prompts(tmp_path, ids)
     budget = 4
     with DifficultyServer() as srv:
-        teacher = Teacher(model="m", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
+        teacher = OpenAITeacher(model="m", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
                           api_key_env="DISTILL_TEST_KEY", concurrency=4, send_seed=True, shard_size=5)
         runs = {}
         for name, sampling in {"fixed": Sampling(n=budget),

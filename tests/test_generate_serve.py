@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage
-from distill.spec import Sampling, Teacher
+from distill.pipeline.generate import generate_stage
+from distill.spec import OpenAITeacher, Sampling
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_real_vllm_serve_endpoint(tiny_llama, tmp_path, monkeypatch):
         pq.write_table(pa.Table.from_pylist([{"problem_id": i, "answer": "4", "prompt": f"{i}: what is 2 + 2?"}
                                              for i in ids]), pdir / "prompts.parquet")
         monkeypatch.setenv("SERVE_KEY", "sk-serve-test")
-        teacher = Teacher(model="tiny", backend="openai", base_url=f"http://127.0.0.1:{port}/v1",
+        teacher = OpenAITeacher(model="tiny", backend="openai", base_url=f"http://127.0.0.1:{port}/v1",
                           api_key_env="SERVE_KEY", concurrency=4, timeout_s=60, shard_size=2)
         out = tmp_path / "generate"
         out.mkdir()

@@ -6,27 +6,28 @@ from __future__ import annotations
 import pytest
 
 from distill import ledger
-from distill.generate import Adaptive, placement
-from distill.spec import Prices, Sampling, SpecError, Teacher, parse_spec
+from distill.teachers.base import Adaptive
+from distill.teachers.vllm import placement
+from distill.spec import Prices, Sampling, SpecError, VLLMTeacher, parse_spec
 
 
 def test_placement_single_device_and_cpu():
-    p = placement(Teacher(model="m", num_gpus=1, num_cpus=4))
+    p = placement(VLLMTeacher(model="m", num_gpus=1, num_cpus=4))
     assert p["actor"] == {"num_cpus": 4, "num_gpus": 1} and p["bundles"] is None and p["engine"] == {}
-    cpu = placement(Teacher(model="m", num_gpus=0, engine={"tensor_parallel_size": 1}))
+    cpu = placement(VLLMTeacher(model="m", num_gpus=0, engine={"tensor_parallel_size": 1}))
     assert cpu["actor"]["num_gpus"] == 0 and cpu["accelerators"] == 0
 
 
 def test_placement_tensor_and_pipeline_parallel_become_placement_groups():
-    tp = placement(Teacher(model="m", num_gpus=4, num_cpus=2, engine={"tensor_parallel_size": 4}))
+    tp = placement(VLLMTeacher(model="m", num_gpus=4, num_cpus=2, engine={"tensor_parallel_size": 4}))
     assert tp["bundles"] == [{"CPU": 2, "GPU": 0}] + [{"GPU": 1, "CPU": 1}] * 4
     assert tp["strategy"] == "STRICT_PACK"  # TP stays on one node
     assert tp["actor"] == {"num_cpus": 2, "num_gpus": 0, "placement_group_bundle_index": 0}
     assert tp["engine"] == {"distributed_executor_backend": "ray"} and tp["accelerators"] == 4
-    pp = placement(Teacher(model="m", num_gpus=8, engine={"tensor_parallel_size": 4, "pipeline_parallel_size": 2}))
+    pp = placement(VLLMTeacher(model="m", num_gpus=8, engine={"tensor_parallel_size": 4, "pipeline_parallel_size": 2}))
     assert len(pp["bundles"]) == 9 and pp["strategy"] == "PACK" and pp["world_size"] == 8
     with pytest.raises(ValueError, match="num_gpus"):
-        placement(Teacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 4}))
+        placement(VLLMTeacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 4}))
 
 
 def test_ledger_costs_and_totals():

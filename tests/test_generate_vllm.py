@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.generate import generate_stage, generate_table
-from distill.spec import Sampling, Teacher
+from distill.pipeline.generate import generate_stage, generate_table
+from distill.spec import Sampling, VLLMTeacher
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def _rows(out):
 
 def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray_local, tmp_path):
     prompts = pa.Table.from_pylist([{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(6)])
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
                       engine=ENGINE)
     out = tmp_path / "generate"
     seen = []
@@ -54,16 +54,32 @@ def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray
 
 
 DRIVER = """
-import sys, time
+import sys, threading
 from pathlib import Path
-from distill.generate import generate_stage
-from distill.spec import Sampling, Teacher
-prompts, out, shards, model = map(Path, sys.argv[1:5])
-teacher = Teacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
-# Hold after each committed shard, so the test can kill this driver in the middle of the run.
+from distill.pipeline.generate import generate_stage
+from distill.spec import Sampling, VLLMTeacher
+prompts, out, shards, model, held = map(Path, sys.argv[1:6])
+
+def hold(info):
+    # After the first committed shard: say so, then wait to be killed, so the kill lands mid-run for sure.
+    held.write_text(str(info["shard"]))
+    threading.Event().wait()
+
+teacher = VLLMTeacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
 generate_stage(prompts, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards,
-               on_shard=lambda info: time.sleep(4))
+               on_shard=hold)
 """
+
+
+def _kill_group(pgid: int, timeout: float = 30.0) -> None:
+    """SIGKILL a process group and wait until none of it is left (so its engine's memory is free again)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
 
 
 def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_local, tmp_path):
@@ -78,29 +94,26 @@ def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_loca
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(engine=ENGINE))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_PROGRESS": "0"}
-    proc = subprocess.Popen([sys.executable, str(script), str(pdir), str(first_out), str(shards), str(tiny_llama)],
-                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+    held = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, str(script), str(pdir), str(first_out), str(shards), str(tiny_llama),
+                             str(held)], cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while not list(shards.glob("shard-*.parquet")) and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert list(shards.glob("shard-*.parquet")), "the first driver committed no shard"
+        while not held.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)  # polling for the driver's own signal: it is holding after a committed shard
+        assert held.exists(), "the first driver committed no shard"
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-run
         proc.wait(30)
     finally:
-        time.sleep(3)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # and whatever of its local Ray survived it, engine included
-        except ProcessLookupError:
-            pass
+        _kill_group(proc.pid)  # and whatever of its local Ray survived it, engine included
     committed = sorted(p.name for p in shards.glob("shard-*.parquet"))
-    assert 1 <= len(committed) < 5
+    assert len(committed) == 1  # the driver held after its first commit and died there
     assert not (first_out / "shard-000000.parquet").exists()  # the stage itself never finished
 
     out = tmp_path / "second"
     out.mkdir()
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
     stats = generate_stage(pdir, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards)
     assert stats["shards"] == 5 and stats["shards_resumed"] == len(committed)
     assert stats["shards_generated"] == 5 - len(committed)
@@ -121,7 +134,7 @@ def test_adaptive_rounds_in_the_engine_actor(tiny_llama, ray_local, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), pdir / "prompts.parquet")
     out = tmp_path / "out"
     out.mkdir()
-    teacher = Teacher(model=str(tiny_llama), num_cpus=2, batch_size=4, engine=ENGINE)
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=4, engine=ENGINE)
     stats = generate_stage(pdir, out, teacher, Sampling(until_verified=1, max_samples=3, max_tokens=6), 0)
     got = _rows(out)
     assert sorted((r["problem_id"], r["sample_index"]) for r in got) == sorted(

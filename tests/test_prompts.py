@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill import catalog
-from distill.prompts import build_prompts
+from distill.pipeline.prompts import build_prompts
 from distill.spec import Prompts
 from tests.conftest import write_jsonl
 

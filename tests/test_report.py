@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from distill.cli import main
-from distill.report import _drop_order, write_report
+from distill.report import write_report
+from distill.report.data import _drop_order
 from tests.conftest import REPO
 from tests.report_runs import BASE_KEY, STUDENT, make_run
 

@@ -98,3 +98,51 @@ def test_student_fsdp_on_cpu_and_unknown_chat_template_name_the_field():
     lines = _error(d).splitlines()
     assert lines[0].startswith("students[0]: ") and "student.fsdp needs workers > 1 and gpus_per_worker > 0" in lines[0]
     assert lines[1].startswith("students[1].chat_template: student.chat_template: unknown template 'qwen9'")
+
+
+def test_teacher_is_one_config_class_per_backend():
+    """`backend` picks the teacher's config class; left out it is vLLM (specs from before the choice still load)."""
+    from distill.spec import OpenAITeacher, VLLMTeacher
+
+    d = _data()
+    del d["teacher"]["backend"]
+    assert type(parse_spec(d, base_dir=QUICKSTART.parent).teacher) is VLLMTeacher
+    d["teacher"] = {"model": "m", "backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "concurrency": 4}
+    teacher = parse_spec(d, base_dir=QUICKSTART.parent).teacher
+    assert type(teacher) is OpenAITeacher and teacher.concurrency == 4
+    assert "num_gpus" not in teacher.model_dump() and "base_url" not in VLLMTeacher.model_fields
+
+
+def test_a_field_of_the_other_backend_is_one_line_naming_it():
+    d = _data()
+    d["teacher"]["concurrency"] = 8  # an openai field on the (vllm) quickstart teacher
+    assert _error(d) == "teacher.concurrency: a field of backend 'openai', not of backend 'vllm'"
+    d["teacher"] = {"model": "m", "backend": "openai", "base_url": "http://h/v1", "num_gpus": 1}
+    assert _error(d) == "teacher.num_gpus: a field of backend 'vllm', not of backend 'openai'"
+    d["teacher"] = {"model": "m", "backend": "tgi"}
+    assert _error(d) == "teacher.backend: unknown backend 'tgi' (one of: vllm, openai)"
+    d["teacher"] = {"model": "m", "backend": "openai"}
+    assert _error(d) == "teacher.base_url: Field required"
+
+
+def test_cli_validate_reports_a_wrong_backend_field_without_traceback(tmp_path, capsys):
+    d = _data()
+    d["teacher"]["api_key_env"] = "KEY"
+    d["prompts"]["sources"][1]["path"] = str(QUICKSTART.parent / d["prompts"]["sources"][1]["path"])
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["validate", str(path)]) != 0
+    err = capsys.readouterr().err
+    assert err.strip().endswith("teacher.api_key_env: a field of backend 'openai', not of backend 'vllm'")
+    assert "Traceback" not in err
+
+
+def test_teacher_fingerprint_is_what_the_single_teacher_class_dumped():
+    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs stay done."""
+    from distill.spec import VLLMTeacher, teacher_fingerprint
+
+    assert teacher_fingerprint(VLLMTeacher(model="m", num_gpus=1)) == {
+        "model": "m", "backend": "vllm", "engine": {}, "replicas": 1, "num_gpus": 1, "num_cpus": 1, "batch_size": 64,
+        "system_prompt": None, "shard_size": None, "max_shard_attempts": 3, "base_url": None, "api_key_env": None,
+        "concurrency": 16, "timeout_s": 600, "max_retries": 5, "backoff_s": 1.0, "max_backoff_s": 60.0,
+        "send_seed": False}

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from distill.dataset import assistant_turn
+from distill.pipeline.sft import assistant_turn
+from distill.pipeline.train import train_student
 from distill.spec import Student
-from distill.train import train_student
 
 EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
 
@@ -38,6 +38,7 @@ def _generate(model_dir, prompt: str, max_new_tokens: int = 64) -> list[int]:
 
 
 # Full fine-tuning of each architecture is in the per-family test below (Llama-3: Llama, Qwen2.5: Qwen2).
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("arch,method,lr,epochs", [
     ("llama", "lora", 1e-2, 100),
     ("qwen2", "lora", 1e-2, 100),
@@ -70,6 +71,7 @@ def test_over_long_examples_are_dropped_not_truncated(tmp_path, tiny_llama):
         train_student(_sft_dir(tmp_path), out, student, seed=0)
 
 
+@pytest.mark.slow  # trains
 def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen2):
     """A base model whose EOS is not the template's end-of-turn token (Qwen2.5-Math: EOS `<|endoftext|>`, turns
     end with `<|im_end|>`) must still get a generation config that stops at the end of its turn."""
@@ -95,6 +97,7 @@ def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen
 
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
 def test_each_family_template_student_stops_at_its_end_of_turn(family, tmp_path, tiny_family):
     """Qwen2.5, Qwen3 and Llama-3 chat templates (TRL's copies of the originals), each with its own special

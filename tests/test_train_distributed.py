@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from distill.spec import Student
-from distill.train_distributed import train_with_ray
+from distill.training.ray_train import train_with_ray
+from tests.faults import KillOnce
 from tests.test_train import _sft_dir
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,8 @@ def test_two_workers_resume_after_a_killed_worker(tmp_path, tiny_llama, ray_loca
     out = tmp_path / "train"
     out.mkdir()
     ckpt = tmp_path / "checkpoints"
-    stats = train_with_ray(tmp_path / "sft8", out, student, seed=0, checkpoint_dir=ckpt, inject_fault_at_step=5)
+    stats = train_with_ray(tmp_path / "sft8", out, student, seed=0, checkpoint_dir=ckpt,
+                           callbacks=[KillOnce(step=5, marker=ckpt / "injected-fault")])
 
     assert (ckpt / "injected-fault").read_text() == "5"      # rank 1 really died at step 5 ...
     # ... and the restarted group resumed from a checkpoint Ray Train had registered (step 4, or step 2 when the

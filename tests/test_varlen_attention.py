@@ -9,7 +9,7 @@ import pytest
 def _models(base):
     from transformers import AutoModelForCausalLM
 
-    from distill.varlen_attention import register
+    from distill.training.varlen_attention import register
 
     ref = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa").eval()
     packed = AutoModelForCausalLM.from_pretrained(base, attn_implementation=register()).eval()

@@ -12,6 +12,7 @@ import pytest
 
 from distill.verify import checker, judge, judge_many
 from distill.verify.checker import CheckerPool
+from tests.fault_checks import CHECK_WITH
 
 TIMEOUT = 2.0
 
@@ -61,7 +62,7 @@ def test_timeouts_work_from_threads():
 def test_checker_kills_and_replaces_a_stuck_child():
     """A child stuck where its own timer cannot fire (C code holding the GIL) is killed at the hard deadline;
     the items queued behind it go to a fresh child."""
-    pool = CheckerPool(1, timeout_s=1.0, memory_mb=512, _hang_on="T")
+    pool = CheckerPool(1, timeout_s=1.0, memory_mb=512, check_with=CHECK_WITH)
     try:
         t0 = time.monotonic()
         res = pool.check_many([("\\sqrt{4}", "2"), ("T:hang", "5"), ("x^2", "x \\cdot x"), ("2003^{2002^{2001}}", "5")])
@@ -77,7 +78,7 @@ def test_checker_kills_and_replaces_a_stuck_child():
 def test_memory_limit_is_reported_not_incorrect():
     """The child's address-space limit is real: an allocation past it is `unverifiable: memory`, and the child
     goes on to judge the next item."""
-    pool = CheckerPool(1, timeout_s=5.0, memory_mb=256, _hang_on="T")
+    pool = CheckerPool(1, timeout_s=5.0, memory_mb=256, check_with=CHECK_WITH)
     try:
         res = pool.check_many([("T:bloat", "1"), ("\\frac{6}{4}", "1.5")])
         assert res == [("unverifiable", "memory"), ("correct", "exact_rational")]

@@ -89,7 +89,7 @@ def load_benchmark(name: str, limit: int | None = None) -> list[str]:
                 if line.strip():
                     out.append(str(catalog.pick(json.loads(line), entry.fields["problem"])).strip())
         return out
-    from distill.prompts import source_rows
+    from distill.sources import source_rows
     from distill.spec import Source
 
     return [row["problem"] for row in source_rows(Source(dataset=name, limit=limit))]

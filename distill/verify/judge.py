@@ -50,7 +50,7 @@ class Verdict:
         return "rejected"
 
 
-def _pre(response, reference, finish_reason, drop_truncated, answer_format) -> Verdict | str:
+def precheck(response, reference, finish_reason, drop_truncated, answer_format) -> Verdict | str:
     """A verdict decided before any comparison, or the extracted answer to compare."""
     if finish_reason == "length" and drop_truncated:
         return Verdict(False, "truncated", None)
@@ -79,7 +79,7 @@ def _pre(response, reference, finish_reason, drop_truncated, answer_format) -> V
     return predicted
 
 
-def _from_result(predicted: str, outcome: str, detail: str) -> Verdict:
+def verdict_from_result(predicted: str, outcome: str, detail: str) -> Verdict:
     if outcome == "correct":
         return Verdict(True, "correct", predicted, detail)
     if outcome == "incorrect":
@@ -145,7 +145,7 @@ def judge_many(items: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_
     for i, item in enumerate(items):
         response, reference, finish_reason, drop_truncated = item[:4]
         answer_format = item[4] if len(item) > 4 else None
-        pre = _pre(response, reference, finish_reason, drop_truncated, answer_format)
+        pre = precheck(response, reference, finish_reason, drop_truncated, answer_format)
         if isinstance(pre, Verdict):
             verdicts[i] = pre
         elif answer_format == "code":
@@ -155,13 +155,13 @@ def judge_many(items: list[tuple], workers: int = 1, timeout_s: float = DEFAULT_
     if math_rows:
         results = compare_many([(p, r, a) for _, p, r, a in math_rows], workers, timeout_s, memory_mb)
         for (i, predicted, _, _), (outcome, detail) in zip(math_rows, results):
-            verdicts[i] = _from_result(predicted, outcome, detail)
+            verdicts[i] = verdict_from_result(predicted, outcome, detail)
     if code_rows:
         from distill.verify.code import run_tests_many
 
         results = run_tests_many([(code, ref) for _, code, ref in code_rows], workers, code_limits)
         for (i, code, _), (outcome, detail) in zip(code_rows, results):
-            verdicts[i] = _from_result(code, outcome, detail)
+            verdicts[i] = verdict_from_result(code, outcome, detail)
     return verdicts
 
 

@@ -41,11 +41,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import progress
+from distill import progress, schemas
 from distill.verify import dedup
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
-from distill.verify.judge import Verdict, _from_result, _pre
+from distill.verify.judge import Verdict, precheck, verdict_from_result
 
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("decontaminate", ("contaminated",)),
@@ -58,7 +58,7 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
 ]
 STEP_OF = {r: step for step, reasons in STEPS for r in reasons}
 JUDGE_FILTER_REASONS = {"generation_error", "truncated", "unclosed_think", "empty_answer"}
-OUT_COLUMNS = ("extracted", "correct", "reason", "kept", "detail")
+OUT_COLUMNS = tuple(f.name for f in schemas.VERDICT_FIELDS)
 BATCH_ROWS = 1024
 TRACE_K = 32  # characters per trace shingle
 PROBLEM_K = 16  # characters per problem shingle (problems are short)
@@ -179,7 +179,7 @@ def _pass1(cols: dict) -> BatchResult:
             res.problems[pid] = _problem_info(problems[i] or "", answer, s, dc)
         response = responses[i] or ""
         fmt = formats[i]
-        pre = _pre(response, answer, finish[i], s.drop_truncated, fmt)
+        pre = precheck(response, answer, finish[i], s.drop_truncated, fmt)
         if isinstance(pre, Verdict) and pre.reason in ("truncated", "generation_error", "unclosed_think"):
             res.reason[i] = pre.reason
             continue
@@ -328,13 +328,13 @@ class FilterRun:
                                self.s.verify_memory_mb)
             self.checked["checker_restarts"] = pool.killed - killed
             for (r, i, (pred, *_)), (outcome, detail) in zip(math_items, out):
-                self._set(r, i, _from_result(pred, outcome, detail))
+                self._set(r, i, verdict_from_result(pred, outcome, detail))
         if code_items:
             limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
                             memory_mb=self.s.code_memory_mb)
             out = run_tests_many([p for _, _, p in code_items], self.workers, limits)
             for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
-                self._set(r, i, _from_result(code, outcome, detail))
+                self._set(r, i, verdict_from_result(code, outcome, detail))
 
     @staticmethod
     def _set(r: BatchResult, i: int, v: Verdict) -> None:
@@ -499,14 +499,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
 
 
 def _annotated(table: pa.Table, cols: dict) -> pa.Table:
-    for name in OUT_COLUMNS:
-        if name in table.column_names:
-            table = table.drop_columns([name])
-    table = table.append_column("extracted", pa.array(cols["extracted"], pa.string()))
-    table = table.append_column("correct", pa.array(cols["correct"], pa.bool_()))
-    table = table.append_column("reason", pa.array(cols["reason"], pa.string()))
-    table = table.append_column("kept", pa.array(cols["kept"], pa.bool_()))
-    return table.append_column("detail", pa.array(cols["detail"], pa.string()))
+    table = table.drop_columns([name for name in OUT_COLUMNS if name in table.column_names])
+    for f in schemas.VERDICT_FIELDS:
+        table = table.append_column(f, pa.array(cols[f.name], f.type))
+    return table
 
 
 class _Writer:
@@ -550,13 +546,6 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
-def _out_schema(schema: pa.Schema) -> pa.Schema:
-    fields = [f for f in schema if f.name not in OUT_COLUMNS]
-    return pa.schema(fields + [pa.field("extracted", pa.string()), pa.field("correct", pa.bool_()),
-                               pa.field("reason", pa.string()), pa.field("kept", pa.bool_()),
-                               pa.field("detail", pa.string())])
-
-
 # ---------------------------------------------------------------- entry points
 
 def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int = 1, benchmarks=None) -> dict:
@@ -571,7 +560,7 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     run = FilterRun(s, benchmarks, workers)
     run.pass1((_cols(b) for b in parquet_batches(files, NEEDED)), total)
-    out_schema = _out_schema(schema)
+    out_schema = schemas.verified_schema(schema)
     traces, kept = _Writer(Path(out_dir) / "traces.parquet"), _Writer(Path(out_dir) / "kept.parquet")
     try:
         for b, batch in enumerate(parquet_batches(files)):
@@ -594,7 +583,7 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
 REQUIRED = ("problem", "answer", "response")
 
 
-def _read_any(path: Path) -> pa.Table:
+def read_any(path: Path) -> pa.Table:
     if path.suffix == ".parquet":
         return pq.read_table(path)
     rows = []
@@ -615,7 +604,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). Returns
     counts per reason."""
     in_path, out_path = Path(in_path), Path(out_path)
-    table = _read_any(in_path)
+    table = read_any(in_path)
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
@@ -643,7 +632,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     try:
         for b, a in enumerate(starts):
             writer.write(_annotated(table.slice(a, BATCH_ROWS), run.columns(b)))
-        writer.close(_out_schema(table.schema))
+        writer.close(schemas.verified_schema(table.schema))
     except BaseException:
         writer.abort()
         raise

@@ -1,4 +1,4 @@
-"""Stage 5, train: fine-tune one student on the SFT dataset with TRL's SFTTrainer (PEFT LoRA, or full).
+"""The SFT trainer: TRL's SFTTrainer for one student on the SFT dataset (PEFT LoRA, or full).
 
 Loss is on the completion only (TRL's prompt-completion format), and the completion ends with the chat
 template's end-of-turn token, which is the tokenizer's EOS: that is what teaches a student to stop. Examples
@@ -11,9 +11,6 @@ and `train_stats.json`.
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from pathlib import Path
 
 from distill.models import resolve_model
@@ -23,7 +20,7 @@ from distill.spec import Student
 def _load_tokenizer(base: str, student: Student | None = None):
     from transformers import AutoTokenizer
 
-    from distill.chat_templates import check_keeps_reasoning, template_text
+    from distill.training.chat_templates import check_keeps_reasoning, template_text
 
     tok = AutoTokenizer.from_pretrained(base)
     if tok.pad_token is None:
@@ -54,12 +51,12 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from distill.varlen_attention import best_for_packing
+    from distill.training.varlen_attention import best_for_packing
 
     base = resolve_model(student.base)
     tok = _load_tokenizer(base, student)
     use_cuda = torch.cuda.is_available()
-    # Padding-free batches need an attention that reads the sequence boundaries (see distill/varlen_attention.py).
+    # Padding-free batches need an attention that reads the sequence boundaries (see distill/training/varlen_attention.py).
     attn = best_for_packing() if student.packing else "sdpa"
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if student.bf16 else torch.float32,
                                                  attn_implementation=attn)
@@ -156,33 +153,6 @@ def load_sft(sft_dir: Path, student: Student):
     return ds.remove_columns([c for c in ds.column_names if c not in ("prompt", "completion")]), too_long, n_tokens
 
 
-def train_student(sft_dir: Path, out_dir: Path, student: Student, seed: int,
-                  checkpoint_dir: Path | None = None) -> dict:
-    import torch
-
-    if student.workers > 1:
-        from distill.train_distributed import train_with_ray
-
-        return train_with_ray(sft_dir, out_dir, student, seed, checkpoint_dir or out_dir / "checkpoints")
-    tok = tokenizer_for(student)
-    ds, too_long, n_tokens = load_sft(sft_dir, student)
-    trainer = build_trainer(ds, student, out_dir, seed)
-    t0 = time.time()
-    result = trainer.train()
-    seconds = time.time() - t0
-    _save(trainer.model, tok, student, out_dir)
-    stats = {
-        "student": student.name, "method": student.method, "base": student.base,
-        "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
-        "steps": result.global_step, "train_loss": result.training_loss,
-        "seconds": round(seconds, 2), "tokens_per_second": round(n_tokens * student.epochs / max(seconds, 1e-9), 1),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    }
-    (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=2))
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return stats
-
-
 def stop_token_ids(tok) -> list[int]:
     """EOS plus the chat template's end-of-turn token. The student is trained to end its turn with whatever the
     template closes a turn with (`<|im_end|>` for Qwen, `<|eot_id|>` for Llama-3); when that is not the
@@ -198,7 +168,7 @@ def stop_token_ids(tok) -> list[int]:
     return ids
 
 
-def _save(model, tok, student: Student, out_dir: Path) -> None:
+def save_model(model, tok, student: Student, out_dir: Path) -> None:
     """`merged/`: full weights any loader (vLLM, transformers) serves; `adapter/`: the LoRA adapter alone."""
     if student.method == "lora":
         model.save_pretrained(out_dir / "adapter", safe_serialization=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill import artifacts
+from distill import artifacts, schemas
 
 
 def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
@@ -44,9 +44,7 @@ def build_sft_dataset(verify_dir: Path, out_dir: Path) -> dict:
         }
         for r in kept
     ]
-    msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    schema = pa.schema([("problem_id", pa.string()), ("sample_index", pa.int64()), ("prompt", msg), ("completion", msg)])
-    table = pa.Table.from_pylist(rows, schema=schema)
+    table = pa.Table.from_pylist(rows, schema=schemas.SFT)
     pq.write_table(table, out_dir / "train.parquet")
     datasets.Dataset(table).save_to_disk(str(out_dir / "hf"))
     return {"examples": len(rows), "reasoning": sum(r["reason"] != "unreferenced" for r in kept),

@@ -22,12 +22,13 @@ from typing import Callable, Literal
 from pydantic import BaseModel, Field
 
 from distill import artifacts, progress
+from distill.pipeline import graph
+from distill.pipeline.stages import STAGES
 
 STATUS_FILE = "status.json"
 LOG_PREFIX = "[distill status] "
 State = Literal["RUNNING", "SUCCEEDED", "FAILED", "STOPPED"]
 # Display order; train/eval/package repeat per student.
-_ORDER = ("prompts", "generate", "verify", "sft", "eval/base-", "train/", "eval/", "package/")
 # (count name, stage, stats key): the funnel people ask about while a run is going.
 _COUNTS = (("problems", "prompts", "problems"), ("traces", "generate", "traces"), ("correct", "verify", "correct"),
            ("kept", "verify", "kept"), ("sft_examples", "sft", "examples"))
@@ -76,11 +77,6 @@ class RunStatus(BaseModel):
                         progress={k: v.progress for k, v in self.stages.items() if v.progress})
 
 
-def _rank(key: str) -> tuple[int, str]:
-    return next((i for i, p in enumerate(_ORDER) if key == p or (p.endswith(("/", "-")) and key.startswith(p))),
-                len(_ORDER)), key
-
-
 def scan(root: Path, since: float) -> dict[str, StageStatus]:
     """Every stage under `root`: finished (markers), and running (temporary build directories made since `since`)."""
     stages: dict[str, StageStatus] = {}
@@ -100,7 +96,7 @@ def scan(root: Path, since: float) -> dict[str, StageStatus]:
     for key, rec in progress.read_all(root).items():
         if key in stages and stages[key].state == "running" and rec.get("updated", 0) >= since - 1:
             stages[key].progress = {k: rec.get(k) for k in ("done", "total", "unit", "counts")}
-    return dict(sorted(stages.items(), key=lambda kv: _rank(kv[0])))
+    return dict(sorted(stages.items(), key=lambda kv: graph.rank(STAGES, kv[0])))
 
 
 def counts(stages: dict[str, StageStatus]) -> dict[str, int]:

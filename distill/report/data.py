@@ -33,9 +33,7 @@ price, summed over stages (distill/ledger.py's formula); cost per kept trace = c
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -46,10 +44,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill import artifacts
+from distill.pipeline import graph
+from distill.pipeline.stages import STAGES, base_eval_key
+from distill.report.charts import BASE, STUDENTS, funnel_chart, length_histogram, scores_chart
 
 REPORT_NAME = "report.html"
-SINGLE_STAGES = ("prompts", "generate", "verify", "sft")
-NESTED_STAGES = ("train", "eval", "package")  # one directory per student or model: train/<student>, ...
 
 # The verify stage's steps and the drop reasons of each, in the order they are applied: they order and explain
 # the funnel, and rebuild it from the reason counts of a stats.json written before verify recorded its own list.
@@ -118,36 +117,6 @@ class Run:
         return node
 
 
-def _slug(name: str) -> str:
-    # Same rule as distill.run names eval/base-<slug> (not imported: run.py pulls in every stage's imports).
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
-
-
-def expected_stages(spec: dict) -> list[str]:
-    """The stage keys a spec produces, in the order `distill run` runs them."""
-    students = [s for s in spec.get("students") or [] if isinstance(s, dict) and s.get("name")]
-    ev = spec.get("eval") or {}
-    keys = list(SINGLE_STAGES)
-    if ev.get("benchmarks") and ev.get("include_base", True):
-        keys += [f"eval/base-{_slug(str(b))}" for b in dict.fromkeys(s.get("base") for s in students) if b]
-    for s in students:
-        keys.append(f"train/{s['name']}")
-        if ev.get("benchmarks"):
-            keys.append(f"eval/{s['name']}")
-        keys.append(f"package/{s['name']}")
-    return keys
-
-
-def _found_stages(root: Path) -> list[str]:
-    """Stage directories present on disk (hidden temporary `.<name>.tmp-*` directories are not stages)."""
-    keys = [k for k in SINGLE_STAGES if (root / k).is_dir()]
-    for group in NESTED_STAGES:
-        if (root / group).is_dir():
-            keys += [f"{group}/{p.name}" for p in sorted((root / group).iterdir())
-                     if p.is_dir() and not p.name.startswith(".")]
-    return keys
-
-
 def _stage(root: Path, key: str) -> Stage:
     path = root / key
     m = artifacts.marker(path)
@@ -161,114 +130,12 @@ def _stage(root: Path, key: str) -> Stage:
 def load_run(run_dir: str | Path) -> Run:
     root = Path(run_dir).resolve()
     spec_path = root / "spec.yaml"
-    if not root.is_dir() or not (spec_path.exists() or _found_stages(root)):
+    if not root.is_dir() or not (spec_path.exists() or graph.found(STAGES, root)):
         raise FileNotFoundError(f"not a run directory (no spec.yaml, no stage directories): {run_dir}")
     spec_text = spec_path.read_text() if spec_path.exists() else ""
     spec = (yaml.safe_load(spec_text) if spec_text else None) or {}
-    keys = list(dict.fromkeys(expected_stages(spec) + _found_stages(root)))
+    keys = graph.expected(STAGES, root, spec if isinstance(spec, dict) else {})
     return Run(root, spec, spec_text, artifacts.read_json(root / "run.json"), {k: _stage(root, k) for k in keys})
-
-
-# ---------------------------------------------------------------- charts (matplotlib, inlined as SVG)
-
-KEPT, REJECTED, BASE = "#2a9d8f", "#e76f51", "#9aa5b1"
-STUDENTS = ("#3a6fd8", "#8e5bd6", "#d6a400", "#1b998b", "#c2185b")
-INK, GRID = "#2b3340", "#e3e7ed"
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
-    fig = Figure(figsize=(width, height))
-    ax = fig.add_subplot()
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.spines[["left", "bottom"]].set_color("#b8c0cc")
-    ax.tick_params(colors=INK, labelsize=9)
-    ax.set_axisbelow(True)
-    return fig, ax
-
-
-def _svg(fig) -> str:
-    import matplotlib
-
-    # Text stays text (font-family from the page), so the SVG is small and its labels are selectable.
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", bbox_inches="tight", transparent=True)
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML declaration and DOCTYPE: the SVG sits inside HTML
-
-
-def funnel_chart(rows: list[dict]) -> str:
-    """Horizontal bars, top to bottom: traces remaining after each step, with the dropped part beside it."""
-    fig, ax = _figure(10, 0.36 * len(rows) + 0.8)
-    labels = [r["label"] for r in rows]
-    y = range(len(rows))
-    remaining = [r["remaining"] for r in rows]
-    dropped = [r["dropped"] or 0 for r in rows]
-    colors = [KEPT if r["step"] == "kept" else "#5b7bb2" for r in rows]
-    ax.barh(y, remaining, color=colors, height=0.62)
-    ax.barh(y, dropped, left=remaining, color=REJECTED, alpha=0.35, height=0.62, label="dropped at this step")
-    top = max(remaining[0], 1)
-    for i, (r, d) in enumerate(zip(remaining, dropped)):
-        text = f"{r:,}" + (f"  (−{d:,})" if d else "")
-        ax.text(r + d + top * 0.01, i, text, va="center", fontsize=9, color=INK)
-    ax.set_yticks(list(y), labels)
-    ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel("traces", color=INK)
-    ax.grid(axis="x", color=GRID)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
-    return _svg(fig)
-
-
-def length_histogram(series: dict[str, list[int]], max_tokens: int | None) -> str:
-    """Histogram of completion tokens per trace, the series stacked on shared bins (overlaid translucent bars
-    mix into colours of their own), with the sampling cap marked: truncated traces pile up against it."""
-    fig, ax = _figure(10, 3.2)
-    values = [v for s in series.values() for v in s]
-    hi = max(values + [max_tokens or 0, 1])
-    bins = [hi * i / 40 for i in range(41)]
-    palette = {"kept": KEPT, "rejected": REJECTED}
-    names = [n for n, v in series.items() if v]
-    ax.hist([series[n] for n in names], bins=bins, stacked=True, color=[palette.get(n, "#5b7bb2") for n in names],
-            label=[f"{n} ({len(series[n]):,})" for n in names], edgecolor="white", linewidth=0.5)
-    if max_tokens:
-        ax.axvline(max_tokens, color=INK, linestyle="--", linewidth=1)
-        ax.annotate(f"max_tokens {max_tokens:,}", (max_tokens, 1), xycoords=("data", "axes fraction"),
-                    xytext=(-4, -2), textcoords="offset points", ha="right", va="top", fontsize=8, color=INK)
-    ax.set_xlabel("completion tokens per trace", color=INK)
-    ax.set_ylabel("traces", color=INK)
-    ax.grid(axis="y", color=GRID)
-    ax.legend(frameon=False, fontsize=9, loc="upper left")
-    return _svg(fig)
-
-
-def scores_chart(models: list[dict], benchmarks: list[str]) -> str:
-    """Grouped bars: pass@1 (%) per benchmark, one bar per model, error bars of ± one standard error."""
-    fig, ax = _figure(10, 3.2)
-    width = 0.8 / max(len(models), 1)
-    top = 10.0
-    for i, m in enumerate(models):
-        xs, ys, errs = [], [], []
-        for j, bench in enumerate(benchmarks):
-            s = m["scores"].get(bench)
-            if s is not None:
-                xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(100 * s["pass@1"])
-                errs.append(100 * s["stderr"])
-        ax.bar(xs, ys, width * 0.92, yerr=errs, capsize=3, color=m["color"], label=m["label"],
-               error_kw={"elinewidth": 1, "ecolor": INK})
-        for x, v, e in zip(xs, ys, errs):
-            ax.text(x, v + e + 1, f"{v:.1f}", ha="center", fontsize=8, color=INK)
-        top = max([top] + [v + e for v, e in zip(ys, errs)])
-    ax.set_xticks(range(len(benchmarks)), benchmarks)
-    ax.set_ylim(0, min(100, top * 1.2 + 2))
-    ax.set_ylabel("pass@1 (%)", color=INK)
-    ax.grid(axis="y", color=GRID)
-    ax.legend(frameon=False, fontsize=9, ncols=min(len(models), 3), loc="upper center",
-              bbox_to_anchor=(0.5, -0.12))
-    return _svg(fig)
 
 
 # ---------------------------------------------------------------- sections
@@ -450,7 +317,7 @@ def _models(run: Run) -> list[dict]:
             "key": key, "name": name, "label": scores.get("model") or name, "is_base": is_base(name),
             "color": BASE if is_base(name) else STUDENTS[n_students % len(STUDENTS)],
             "scores": scores.get("benchmarks", {}), "decoding": scores.get("decoding"),
-            "base_key": f"eval/base-{_slug(base)}" if base else None,
+            "base_key": base_eval_key(base) if base else None,
         })
     return models
 
@@ -636,7 +503,7 @@ def examples(run: Run) -> dict:
 # ---------------------------------------------------------------- the page
 
 def render(run: Run) -> str:
-    from distill.report_template import render_page
+    from distill.report.template import render_page
 
     return render_page(
         run=run,

@@ -10,7 +10,7 @@
         print(model.id, model.scores["benchmarks"])
     client.models.download("quickstart-lora", variant="merged", dest="student/")
 
-Built on Ray's `JobSubmissionClient`: whatever the job server refuses comes back as a typed `distill.errors`
+Built on Ray's `JobSubmissionClient`: whatever the job server refuses comes back as a typed `distill.service.errors`
 exception carrying the server's own message. The spec travels inline in the job's metadata; the job's code is
 this checkout (uploaded as the job's working dir) unless `working_dir=None`, for clusters whose image already
 has distill installed (the Helm chart's).
@@ -32,14 +32,14 @@ from typing import Iterator
 import yaml
 from pydantic import BaseModel, Field
 
-from distill import registry
-from distill.errors import (ClientError, ClusterUnreachable, JobConflict, JobTimeout, ServerError, SpecInvalid,
+from distill.service import registry
+from distill.service.errors import (ClientError, ClusterUnreachable, JobConflict, JobTimeout, ServerError, SpecInvalid,
                             Unauthorized, from_response)
-from distill.job import META_NAME, META_OUTPUT, META_SPEC, META_SPEC_DIR
+from distill.service.job import META_NAME, META_OUTPUT, META_SPEC, META_SPEC_DIR
 from distill.spec import Spec, SpecError, parse_spec
-from distill.status import Progress, parse_log
+from distill.service.status import Progress, parse_log
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 _ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 
@@ -193,7 +193,7 @@ class Jobs:
 
         wd = self._c.working_dir
         entrypoint = "python jobs/distill.py" if wd and (wd / "jobs" / "distill.py").exists() \
-            else "python -m distill.job"
+            else "python -m distill.service.job"
         if upload:
             entrypoint += f" --upload {shlex.quote(upload)}"
         env = dict(runtime_env or {})
@@ -302,7 +302,7 @@ class Jobs:
 
 
 class Models:
-    """Packaged students under the client's artifacts root (see `distill.registry`)."""
+    """Packaged students under the client's artifacts root (see `distill.service.registry`)."""
 
     def __init__(self, client: Client):
         self._c = client

@@ -18,9 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.generate import generate_table
-from distill.prompts import source_rows
-from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher
+from distill import schemas
+from distill.pipeline.generate import generate_table
+from distill.sources import source_rows
+from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher, student_engine
 from distill.verify import judge_many
 
 
@@ -45,8 +46,8 @@ def pass_at_1(correct_by_problem: dict[str, list[bool]]) -> tuple[float, float]:
 def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: int, out_dir: Path) -> dict:
     prompts = benchmark_prompts(ev)
     sampling = Sampling(n=ev.k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens)
-    # Students are always served by vLLM here, even when the teacher was an API.
-    engine = placement.model_copy(update={"model": model, "system_prompt": None, "replicas": 1, "backend": "vllm"})
+    # Students are always served by vLLM here (the teacher's placement when it is a vLLM teacher).
+    engine = student_engine(placement).model_copy(update={"model": model, "system_prompt": None, "replicas": 1})
     table = generate_table(prompts, model, sampling, engine, seed)
     rows = table.to_pylist()
     verdicts = judge_many([(r["response"], r["answer"], r["finish_reason"], False) for r in rows], workers=1)
@@ -58,7 +59,7 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
          "response": r["response"], "finish_reason": r["finish_reason"], "extracted": v.extracted,
          "correct": v.correct, "reason": v.reason}
         for r, v in zip(rows, verdicts)
-    ])
+    ], schema=schemas.EVAL_SAMPLES)
     pq.write_table(samples, out_dir / "samples.parquet")
     scores = {
         "model": label,

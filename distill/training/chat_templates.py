@@ -42,7 +42,7 @@ def template_text(name_or_path: str) -> str:
 
 def check_keeps_reasoning(tok, name: str) -> None:
     """Refuse a tokenizer whose template drops the reasoning (or the answer) of the assistant turn it trains on."""
-    from distill.dataset import assistant_turn
+    from distill.pipeline.sft import assistant_turn
 
     if not tok.chat_template:
         raise ValueError(f"student '{name}': the base tokenizer has no chat template; set student.chat_template "

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any, Sequence
 
 from distill.spec import Student
 
@@ -23,10 +24,9 @@ from distill.spec import Student
 def _loop(config: dict) -> None:
     import ray.train
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
-    from transformers import TrainerCallback
 
     from distill import progress
-    from distill.train import _save, build_trainer, load_sft, tokenizer_for
+    from distill.training.sft import build_trainer, load_sft, save_model, tokenizer_for
 
     student = Student.model_validate(config["student"])
     progress.configure(config.get("run_dir"))  # a worker does not inherit the driver's environment
@@ -39,19 +39,8 @@ def _loop(config: dict) -> None:
                             ddp_backend=None if student.gpus_per_worker else "gloo")
     trainer.add_callback(RayTrainReportCallback())
 
-    fault = config.get("inject_fault_at_step")
-    marker = Path(config["checkpoint_dir"]) / "injected-fault"
-
-    class KillOnce(TrainerCallback):
-        """Tests only: rank 1 dies once, mid-run, to prove the resume path loses nothing."""
-
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == fault and ctx.get_world_rank() == 1 and not marker.exists():
-                marker.write_text(str(state.global_step))
-                os._exit(1)
-
-    if fault:
-        trainer.add_callback(KillOnce())
+    for callback in config.get("callbacks") or ():  # extra HF TrainerCallbacks (tests inject a fault this way)
+        trainer.add_callback(callback)
     trainer = prepare_trainer(trainer)
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -65,7 +54,7 @@ def _loop(config: dict) -> None:
     result = trainer.train(resume_from_checkpoint=resume)
     if ctx.get_world_rank() == 0:
         out = Path(config["out_dir"])
-        _save(trainer.model, tokenizer_for(student), student, out)
+        save_model(trainer.model, tokenizer_for(student), student, out)
         stats = {
             "student": student.name, "method": student.method, "base": student.base, "workers": student.workers,
             "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
@@ -83,7 +72,9 @@ def _step_of(checkpoint_dir: str) -> int:
 
 
 def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, checkpoint_dir: Path,
-                   inject_fault_at_step: int | None = None) -> dict:
+                   callbacks: Sequence[Any] = ()) -> dict:
+    """Train `student` on `workers` Ray Train workers; `callbacks` (HF `TrainerCallback`s, picklable) are added to
+    every worker's trainer."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -98,7 +89,7 @@ def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, ch
         _loop,
         train_loop_config={"sft_dir": str(sft_dir), "out_dir": str(out_dir), "student": student.model_dump(),
                            "seed": seed, "checkpoint_dir": str(checkpoint_dir),
-                           "inject_fault_at_step": inject_fault_at_step,
+                           "callbacks": list(callbacks),
                            "run_dir": os.environ.get(progress.ENV),
                            "stage": progress.current_stage(f"train/{student.name}")},
         scaling_config=ScalingConfig(num_workers=student.workers, use_gpu=bool(student.gpus_per_worker),

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from distill.errors import ClientError, SpecInvalid
+from distill.service.errors import ClientError, SpecInvalid
 
 
 def _handled(fn):
@@ -33,7 +33,7 @@ def _handled(fn):
 
 
 def _client(args, **kw):
-    from distill.client import Client
+    from distill.service.client import Client
 
     return Client(args.address, artifacts=getattr(args, "artifacts", None), **kw)
 
@@ -134,7 +134,7 @@ def _root(args) -> str:
 
 @_handled
 def _cmd_models_list(args) -> int:
-    from distill import registry
+    from distill.service import registry
 
     models = registry.list_models(_root(args))
     if args.json:
@@ -148,7 +148,7 @@ def _cmd_models_list(args) -> int:
 
 @_handled
 def _cmd_models_download(args) -> int:
-    from distill import registry
+    from distill.service import registry
 
     dest = registry.download(_root(args), args.name, args.variant, args.dest)
     print(f"{args.name} ({args.variant}) -> {dest}")

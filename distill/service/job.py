@@ -1,4 +1,4 @@
-"""What a Ray job runs (`python jobs/distill.py`, or `python -m distill.job` where distill is installed).
+"""What a Ray job runs (`python jobs/distill.py`, or `python -m distill.service.job` where distill is installed).
 
 Where the spec comes from, first found wins:
   --spec PATH     a file in the job's working dir (relative paths inside it resolve against its directory)
@@ -7,7 +7,7 @@ Where the spec comes from, first found wins:
   job metadata    'distill.spec' (YAML text), as `distill.Client.jobs.create` submits it; 'distill.spec_dir' is the
                   directory, relative to the working dir, that relative paths in it resolve against
 While the run goes, `<output_dir>/status.json` and `[distill status]` log lines report its stage and counts
-(`distill.status`). A stop request (SIGTERM from `ray job stop`) ends the run cleanly: the stage being built is
+(`distill.service.status`). A stop request (SIGTERM from `ray job stop`) ends the run cleanly: the stage being built is
 discarded, finished stages stay, status says STOPPED, and a later submission resumes where this one stopped.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from distill.spec import SpecError, Spec, load_spec, parse_spec
-from distill.status import StatusReporter
+from distill.service.status import StatusReporter
 
 SPEC_ENV = "DISTILL_SPEC"
 # Job metadata keys: set by distill.Client.jobs.create (all four) and the Helm chart's RayJob (name, output dir).
@@ -140,7 +140,7 @@ def _stop_signal(on_stop):
 
 def run_with_status(spec: Spec, reporter: StatusReporter, upload: str | None = None) -> int:
     from distill import cluster
-    from distill.run import Runner  # heavy (torch, vLLM): only once the spec is known to be good
+    from distill.pipeline.runner import Runner  # heavy (torch, vLLM): only once the spec is known to be good
 
     # Connect first: ray.init() installs its own SIGTERM handler (sys.exit), which would replace ours and turn a
     # stop request into an anonymous SystemExit. The runner finds Ray initialised and keeps this connection.

@@ -1,7 +1,7 @@
 """Packaged students under an artifacts root: list them, and download one with its hashes checked.
 
 A root holds run directories (any depth); each packaged student is `<run>/package/<student>/manifest.json`
-(`distill/package.py`). The root is a local path or any fsspec URL (s3://bucket/distill, gs://...), so the same
+(`distill/pipeline/package.py`). The root is a local path or any fsspec URL (s3://bucket/distill, gs://...), so the same
 calls work on a shared volume and on an object store the jobs upload to.
 """
 
@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from distill.errors import ClientError, IntegrityError, ModelNotFound
+from distill.service.errors import ClientError, IntegrityError, ModelNotFound
 
 Variant = Literal["merged", "adapter"]
 

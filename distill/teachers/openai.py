@@ -11,7 +11,7 @@ The API key is read from the environment variable named by `teacher.api_key_env`
 Authorization header: it is not logged, not in any row, stats or exception text.
 
 `reasoning_content` (DeepSeek, vLLM's reasoning parsers; newer vLLM calls it `reasoning`) and inline
-`<think>...</think>` are normalised by `distill.generate.split_reasoning` to the same fields.
+`<think>...</think>` are normalised by `distill.teachers.base.split_reasoning` to the same fields.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import random
 import threading
 import time
 
-from distill.spec import Teacher
+from distill.spec import OpenAITeacher
+from distill.teachers.base import Adaptive, engine_params, trace_row
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -80,7 +81,7 @@ def parse_completion(body: dict) -> dict:
 class OpenAIBackend:
     name = "openai"
 
-    def __init__(self, teacher: Teacher, seed: int):
+    def __init__(self, teacher: OpenAITeacher, seed: int, teacher_id: str | None = None):
         self.teacher, self.seed = teacher, seed
         self.url = teacher.base_url.rstrip("/") + "/chat/completions"
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -154,8 +155,6 @@ class OpenAIBackend:
         return {"shard": shard_id, "rows": rows, "pid": os.getpid(), "seconds": time.time() - t0}
 
     async def _record(self, record_no: int, record: dict, params: dict) -> list[dict]:
-        from distill.generate import Adaptive
-
         ad = Adaptive(params)
         rows: list[dict] = []
         spent = verified = 0
@@ -172,8 +171,6 @@ class OpenAIBackend:
         return rows
 
     def _body(self, record: dict, sample_index: int, params: dict) -> dict:
-        from distill.generate import engine_params
-
         messages = [{"role": "user", "content": record["prompt"]}]
         if self.teacher.system_prompt:
             messages.insert(0, {"role": "system", "content": self.teacher.system_prompt})
@@ -183,8 +180,6 @@ class OpenAIBackend:
         return body
 
     async def _sample(self, record: dict, sample_index: int, params: dict) -> dict:
-        from distill.generate import trace_row
-
         import httpx
 
         t = self.teacher

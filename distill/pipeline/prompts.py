@@ -1,0 +1,44 @@
+"""Stage 1, prompts: turn the spec's sources into one table of problems with checkable reference answers.
+
+Writes `prompts.parquet`:
+  problem_id (str, `<source>-<sha1 of problem>`, stable across runs), source, domain, problem,
+  answer (the normalised reference; "" when the source has none), answer_format, prompt (the user message).
+Exact duplicate problems are dropped here (counted as `duplicate_problem`): the same problem twice would
+only buy the teacher the same work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill import schemas
+from distill.sources import source_rows
+from distill.spec import Prompts
+
+def build_prompts(spec: Prompts, out_dir: Path) -> dict:
+    seen: set[str] = set()
+    counts: Counter = Counter()
+    rows = []
+    for src in spec.sources:
+        for row in source_rows(src):
+            if not row["problem"]:
+                counts["empty_problem"] += 1
+                continue
+            digest = hashlib.sha1(row["problem"].encode()).hexdigest()[:12]
+            if digest in seen:
+                counts["duplicate_problem"] += 1
+                continue
+            seen.add(digest)
+            row["problem_id"] = f"{row['source']}-{digest}"
+            row["prompt"] = spec.template.replace("{problem}", row["problem"])
+            rows.append(row)
+            counts[row["source"]] += 1
+    if not rows:
+        raise ValueError("prompts: the sources produced no problems")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.PROMPTS), out_dir / "prompts.parquet")
+    return {"problems": len(rows), "by_source_or_drop": dict(counts)}

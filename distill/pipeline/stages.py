@@ -1,0 +1,139 @@
+"""The pipeline's stage graph, declared once: `distill run` builds it (`runner.py`), `status.json`,
+`distill jobs status` and the report order and list stages by it.
+
+  prompts -> generate -> verify -> sft -> train/<student> -> eval/<model> -> package/<student>
+  eval/base-<model> (a student's base model, scored for comparison) needs nothing but the spec.
+
+Each stage's `build` gets the run (`runner.Runner`: the validated spec, the run directory, finished stages'
+markers), the item (a student name, a base model) and the directory to write; the stage modules are imported
+there, when the stage runs, so reading this graph (status, report) stays cheap. Fingerprints are exactly what
+they were before the graph existed, so existing run directories stay up to date.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distill import artifacts
+from distill.pipeline.graph import Stage, slug
+from distill.spec import student_engine, teacher_fingerprint
+
+
+def _students(spec: dict) -> list[str]:
+    return [s["name"] for s in spec.get("students") or [] if isinstance(s, dict) and s.get("name")]
+
+
+def _bases(spec: dict) -> list[str]:
+    return [str(s["base"]) for s in spec.get("students") or [] if isinstance(s, dict) and s.get("base")]
+
+
+def _benchmarks(spec: dict) -> bool:
+    return bool((spec.get("eval") or {}).get("benchmarks"))
+
+
+def _base_evals(spec: dict) -> bool:
+    return _benchmarks(spec) and (spec.get("eval") or {}).get("include_base", True) is not False
+
+
+def _student(run, name: str):
+    return next(s for s in run.spec.students if s.name == name)
+
+
+def base_eval_key(base: str) -> str:
+    return f"eval/base-{slug(base)}"
+
+
+# ---------------------------------------------------------------- builds (the stage modules' entry functions)
+
+def _prompts(run, item, out: Path):
+    from distill.pipeline.prompts import build_prompts
+
+    return build_prompts(run.spec.prompts, out)
+
+
+def _generate(run, item, out: Path):
+    from distill.pipeline.generate import generate_stage
+
+    s = run.spec
+    return generate_stage(run.root / "prompts", out, s.teacher, s.sampling, s.seed, prices=s.prices)
+
+
+def _verify(run, item, out: Path):
+    from distill.pipeline.verify import verify_stage
+
+    # Decontamination checks the problems against the benchmark slices this spec evaluates on.
+    s = run.spec
+    return verify_stage(run.root / "generate", out, s.filter, workers=2, benchmarks=s.eval.benchmarks)
+
+
+def _sft(run, item, out: Path):
+    from distill.pipeline.sft import build_sft_dataset
+
+    return build_sft_dataset(run.root / "verify", out)
+
+
+def _eval_base(run, base: str, out: Path):
+    from distill.pipeline.eval import evaluate_model
+
+    return evaluate_model(base, f"base:{base}", run.spec.eval, run.spec.teacher, run.spec.seed, out)
+
+
+def _train(run, name: str, out: Path):
+    from distill.pipeline.train import train_student
+
+    return train_student(run.root / "sft", out, _student(run, name), run.spec.seed,
+                         checkpoint_dir=run.root / "checkpoints" / name)
+
+
+def _eval(run, name: str, out: Path):
+    from distill.pipeline.eval import evaluate_model
+
+    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, run.spec.teacher,
+                          run.spec.seed, out)
+
+
+def scores_of(run, name: str) -> dict:
+    """A student's eval scores, or the empty scores a package records when the spec has no benchmarks."""
+    path = run.root / "eval" / name / "scores.json"
+    if run.spec.eval.benchmarks and path.exists():
+        return json.loads(path.read_text())
+    return {"benchmarks": {}, "decoding": {**run.spec.eval.model_dump(), "seed": run.spec.seed}}
+
+
+def base_scores_of(run, name: str) -> dict | None:
+    return artifacts.read_json(run.root / base_eval_key(_student(run, name).base) / "scores.json")
+
+
+def _package(run, name: str, out: Path):
+    from distill.pipeline.package import package_student
+
+    st = _student(run, name)
+    return package_student(run.root / "train" / name, out, st, scores_of(run, name), base_scores_of(run, name),
+                           run.lineage(), run.costs())
+
+
+# ---------------------------------------------------------------- the graph
+
+def _eval_covers(run, item) -> list:
+    return [run.spec.eval.model_dump(), student_engine(run.spec.teacher).num_gpus, run.spec.seed]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("prompts", _prompts,
+          covers=lambda run, _: [run.spec.prompts.model_dump(),
+                                 [artifacts.file_digest(src.path) for src in run.spec.prompts.sources if src.path]]),
+    Stage("generate", _generate, inputs=("prompts",),
+          covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
+                                 run.spec.seed]),
+    Stage("verify", _verify, inputs=("generate",),
+          covers=lambda run, _: [run.spec.filter.model_dump(), [b.model_dump() for b in run.spec.eval.benchmarks]]),
+    Stage("sft", _sft, inputs=("verify",)),
+    Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
+          kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
+    Stage("train", _train, inputs=("sft",), each=_students,
+          covers=lambda run, name: [_student(run, name).model_dump(), run.spec.seed]),
+    Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks, covers=_eval_covers),
+    Stage("package", _package, inputs=("eval",), each=_students,
+          covers=lambda run, name: [base_scores_of(run, name), run.lineage(), run.costs()]),
+)

@@ -1,0 +1,1 @@
+"""Training: the SFT trainer (TRL + PEFT), Ray Train for several workers, chat templates, varlen attention."""

@@ -1,0 +1,24 @@
+"""Faults the tests inject into production code through its public hooks (never built into the code itself)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class KillOnce(TrainerCallback):
+    """A Ray Train worker of rank `rank` dies once (os._exit), at `step`, to prove the resume path loses nothing.
+    `marker` records the kill, so the restarted worker does not die again."""
+
+    def __init__(self, step: int, marker: Path, rank: int = 1):
+        self.step, self.marker, self.rank = step, Path(marker), rank
+
+    def on_step_end(self, args, state, control, **kw):
+        import ray.train
+
+        if state.global_step == self.step and ray.train.get_context().get_world_rank() == self.rank \
+                and not self.marker.exists():
+            self.marker.write_text(str(state.global_step))
+            os._exit(1)
