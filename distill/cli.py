@@ -8,9 +8,11 @@ import sys
 
 
 def _cmd_validate(args) -> int:
+    from distill import preflight
     from distill.spec import load_spec
 
     spec = load_spec(args.spec)
+    preflight.require(spec)  # models, sampling ranges, engine keys, sources, output_dir: all before any engine
     print(f"ok: {spec.name}: {len(spec.prompts.sources)} prompt source(s), {len(spec.students)} student(s), "
           f"{len(spec.eval.benchmarks)} benchmark(s); output {spec.output_dir}")
     return 0
@@ -23,6 +25,9 @@ def _cmd_run(args) -> int:
     spec = load_spec(args.spec)
     if args.output_dir:
         spec.output_dir = os.path.abspath(args.output_dir)
+    from distill import preflight
+
+    preflight.require(spec)
     summary = run(spec)
     print(f"\nrun directory: {summary['output_dir']}")
     for pkg in summary["packages"]:
@@ -97,10 +102,20 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(sub)
 
     args = p.parse_args(argv)
+    from distill.preflight import EmptyStage
     from distill.spec import SpecError
 
     try:
         return args.fn(args)
+    except EmptyStage as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        for line in getattr(e, "details", []):
+            print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Ctrl-C (and SIGTERM in `verify`): stages and outputs are written atomically, so nothing half-done is left
+        print("interrupted: stopped before finishing; no partial output was written", file=sys.stderr)
+        return 130
     except SpecError as e:
         for line in str(e).splitlines():
             print(f"spec error: {line}", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from distill import artifacts, cluster, ledger, progress
+from distill import artifacts, cluster, ledger, preflight, progress
 from distill.dataset import build_sft_dataset
 from distill.evaluate import evaluate_model
 from distill.generate import generate_stage
@@ -97,6 +97,7 @@ class Runner:
         # Decontamination checks the problems against the benchmark slices this spec evaluates on.
         self.stage("verify", fp_verify, lambda d: verify_stage(self.root / "generate", d, s.filter, workers=2,
                                                                benchmarks=s.eval.benchmarks))
+        preflight.require_kept(self.markers["verify"]["stats"])  # 0 kept: a clear stop, not an IndexError in train
 
         fp_sft = artifacts.fingerprint("sft", fp_verify)
         self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d))
