@@ -37,9 +37,17 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_verify(args) -> int:
+    import signal
+
     from distill.verify import verify_file
 
+    # SIGTERM (kill, a scheduler's stop) ends it like Ctrl-C: the temporary output is removed, one line is printed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     counts = verify_file(args.input, args.output, workers=args.workers, answer_format=args.answer_format)
     total = sum(counts.values())
     print(f"{total} rows -> {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
@@ -121,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"spec error: {line}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 
