@@ -1,4 +1,4 @@
-"""The `distill` command: run, validate, verify, audit, report."""
+"""The `distill` command: run, validate, verify, audit, report, clean."""
 
 from __future__ import annotations
 
@@ -69,6 +69,25 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_clean(args) -> int:
+    from pathlib import Path
+
+    from distill import cleanup
+
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory")
+    with cleanup.run_lock(root):
+        stale, why = cleanup.unreachable_shard_sets(root)
+        freed = cleanup.remove(cleanup.leftovers(root) + stale)
+    for path, n in freed:
+        print(f"removed {path.relative_to(root)}: {cleanup.human(n)}")
+    if why:
+        print(why)
+    print(f"freed {cleanup.human(sum(n for _, n in freed))} in {root}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="distill", description="Distil reasoning traces from a teacher into students.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -105,16 +124,24 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
     rp.set_defaults(fn=_cmd_report)
 
+    c = sub.add_parser("clean", help="remove what killed runs left in RUN_DIR and shard sets its spec cannot reach")
+    c.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
+    c.set_defaults(fn=_cmd_clean)
+
     from distill.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
 
     add_commands(sub)
 
     args = p.parse_args(argv)
+    from distill.cleanup import RunBusy
     from distill.preflight import EmptyStage
     from distill.spec import SpecError
 
     try:
         return args.fn(args)
+    except RunBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except EmptyStage as e:
         print(f"stopped: {e}", file=sys.stderr)
         for line in getattr(e, "details", []):
