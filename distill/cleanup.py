@@ -23,6 +23,7 @@ from typing import Iterator
 
 LOCK_FILE = ".distill.lock"
 SHARDS_DIR = ".generate-shards"
+CURRENT_FILE = "CURRENT"  # in SHARDS_DIR: the key of the shard set the last run's spec generates into
 _PATTERNS = (".*.tmp-*", ".*.old-*")
 FILE_AGE_S = 60  # a temporary *file* younger than this may be a status/progress write in flight: left alone
 
@@ -60,30 +61,23 @@ def leftovers(root: Path) -> list[Path]:
     return sorted(set(out))
 
 
+def note_current_shards(root: Path, key: str) -> None:
+    """Record which shard set the run's current spec generates into (the runner calls this before generate)."""
+    (root / SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / SHARDS_DIR / CURRENT_FILE).write_text(key)
+
+
 def unreachable_shard_sets(root: Path) -> tuple[list[Path], str | None]:
-    """Generate shard sets under `root` that the run's current spec (`root/spec.yaml`) would not resume from,
-    and why none could be judged (None when they could)."""
+    """Generate shard sets under `root` that the run's current spec would not resume from, and why none could be
+    judged (None when they could)."""
     sets = sorted(p for p in (root / SHARDS_DIR).glob("*") if p.is_dir())
     if not sets:
         return [], None
     try:
-        current = _current_shard_key(root)
-    except Exception as e:  # noqa: BLE001 - any failure means: cannot tell which set is current, so keep them all
-        return [], f"kept {len(sets)} generate shard set(s): the run's spec.yaml could not be read ({e})"
+        current = (root / SHARDS_DIR / CURRENT_FILE).read_text().strip()
+    except OSError:  # a run directory from before the record was kept: cannot tell, so keep them all
+        return [], f"kept {len(sets)} generate shard set(s): no record of which one the current spec uses"
     return [p for p in sets if p.name != current], None
-
-
-def _current_shard_key(root: Path) -> str | None:
-    import yaml
-
-    from distill.generate import shard_key
-    from distill.spec import parse_spec
-
-    prompts = root / "prompts" / "prompts.parquet"
-    if not prompts.exists():
-        return None  # no prompts yet: no shard set can be this spec's
-    spec = parse_spec(yaml.safe_load((root / "spec.yaml").read_text()), base_dir=root)
-    return shard_key(prompts, spec.teacher, spec.sampling, spec.seed)
 
 
 def size(path: Path) -> int:

@@ -19,7 +19,7 @@ import yaml
 from distill import artifacts, cleanup, cluster, ledger, preflight, progress
 from distill.dataset import build_sft_dataset
 from distill.evaluate import evaluate_model
-from distill.generate import generate_stage
+from distill.generate import generate_stage, shard_key
 from distill.package import package_student
 from distill.prompts import build_prompts
 from distill.spec import Spec
@@ -92,6 +92,9 @@ class Runner:
         self.stage("prompts", fp_prompts, lambda d: build_prompts(s.prompts, d))
 
         fp_gen = artifacts.fingerprint("generate", fp_prompts, s.teacher.model_dump(), s.sampling.model_dump(), s.seed)
+        if not artifacts.is_done(self.root / "generate", fp_gen):  # which resumable shard set is this spec's
+            cleanup.note_current_shards(self.root, shard_key(self.root / "prompts" / "prompts.parquet", s.teacher,
+                                                             s.sampling, s.seed))
         self.stage("generate", fp_gen,
                    lambda d: generate_stage(self.root / "prompts", d, s.teacher, s.sampling, s.seed, prices=s.prices))
 

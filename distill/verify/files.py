@@ -198,8 +198,9 @@ def parquet_table(data: Input, drop: tuple[str, ...] = ()) -> pa.Table:
 class Writer:
     """Rows (JSONL, CSV) or tables (Parquet) into a temporary file, renamed to `path` on `close`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fieldnames: list[str] | None = None):
         self.path = path
+        self.fieldnames = fieldnames  # CSV header (default: the first row's keys)
         self.kind = path.suffix
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -213,7 +214,8 @@ class Writer:
                 self._fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             return
         if self._csv is None:
-            self._csv = csv.DictWriter(self._fh, fieldnames=list(rows[0]) if rows else [], extrasaction="ignore")
+            names = self.fieldnames or (list(rows[0]) if rows else [])
+            self._csv = csv.DictWriter(self._fh, fieldnames=names, extrasaction="ignore")
             self._csv.writeheader()
         self._csv.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
 

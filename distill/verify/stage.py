@@ -658,7 +658,8 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     starts = list(range(0, n, BATCH_ROWS))
     run = FilterRun(Settings.from_filter(spec_filter), benchmarks, workers)
     run.pass1(({k: v[a : a + BATCH_ROWS] for k, v in cols_all.items()} for a in starts), n)
-    writer = file_io.Writer(out_path)
+    verdicts = list(run.columns(0)) if starts else []
+    writer = file_io.Writer(out_path, [c for c in data.columns if c not in verdicts] + verdicts)
     bar = progress.Bar(None, n, "row", default="verify", phase="writing")
     try:
         for b, a in enumerate(starts):
