@@ -245,6 +245,8 @@ def _source(f: Findings, where: str, src) -> None:
     for e in parts:
         if e.loader.path:
             _rows_file(f, f"{where}.dataset ({e.name})", e.loader.path, e.fields, e.answer_format)
+        else:  # streaming a Hub dataset's first row would need the network and seconds: said, not done
+            f.warnings.append(f"{where}.dataset ({e.name}): Hub dataset '{e.loader.hf}' not checked before the run")
 
 
 def _columns(fields: dict, answer_format: str) -> list[tuple[str, str]]:

@@ -365,3 +365,30 @@ def test_clean_removes_leftovers_and_unreachable_shard_sets_and_respects_a_live_
         f"freed 3.0 KiB in {run}",
     ]
     assert current.exists() and not old.exists() and (run / "train").exists()
+
+
+# ---------------------------------------------------------------- an empty stage (a real, tiny run)
+
+@pytest.mark.slow
+def test_verify_keeping_nothing_stops_clearly_with_the_funnel_and_a_report(tmp_path):
+    """max_tokens 1: every trace is cut off, verify keeps none. The run stops there (exit 2, one line and the
+    funnel), writes its report, and never reaches training. A killed run's leftover is removed on the way."""
+    run = tmp_path / "run"
+    (run / ".verify.tmp-dead0001").mkdir(parents=True)  # what a killed run leaves
+    spec = _spec(tmp_path, output_dir=str(run),
+                 teacher={"model": "smollm2-135m", "num_cpus": 2,
+                          "engine": {"max_model_len": 256, "enforce_eager": True}},
+                 prompts={"sources": [{"path": str(ARITH), "fields": {"problem": "question", "answer": "answer"},
+                                       "limit": 2}]},
+                 sampling={"n": 2, "max_tokens": 1})
+    proc = distill("run", spec, timeout=900)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert messages(proc) == ["stopped: verify kept 0 of 4 traces (truncated 4): nothing to train on"]
+    funnel = proc.stderr.split("stopped: ", 1)[1].splitlines()[1:]
+    assert funnel[0] == "funnel:" and funnel[1].split() == ["generated", "4"]
+    assert funnel[-1].split() == ["kept", "0"]
+    assert any(line.split()[:3] == ["trace_filters", "0", "dropped:"] for line in funnel)
+    assert "removed .verify.tmp-dead0001" in proc.stdout
+    assert not (run / ".verify.tmp-dead0001").exists()
+    assert (run / "report.html").exists() and (run / "verify" / "_DONE.json").exists()
+    assert not (run / "sft").exists() and not (run / "train").exists()
