@@ -19,15 +19,15 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from distill.run import run
+    from distill import preflight
     from distill.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.output_dir:
         spec.output_dir = os.path.abspath(args.output_dir)
-    from distill import preflight
+    preflight.require(spec)  # before the runner's heavy imports, Ray or any engine
+    from distill.run import run
 
-    preflight.require(spec)
     summary = run(spec)
     print(f"\nrun directory: {summary['output_dir']}")
     for pkg in summary["packages"]:
@@ -149,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         # Ctrl-C (and SIGTERM in `verify`): stages and outputs are written atomically, so nothing half-done is left
-        print("interrupted: stopped before finishing; no partial output was written", file=sys.stderr)
+        if args.command == "run":
+            print("interrupted: finished stages are kept; run it again to resume", file=sys.stderr)
+        else:
+            print("interrupted: stopped before finishing; no partial output was written", file=sys.stderr)
         return 130
     except SpecError as e:
         for line in str(e).splitlines():

@@ -293,7 +293,11 @@ def _first_row(p: Path) -> dict | None:
             raise ValueError(f"{p} is not a readable Parquet file ({str(e).splitlines()[0]})") from None
         if pf.metadata.num_rows == 0:
             return None
-        return pf.read_row_group(0).slice(0, 1).to_pylist()[0]
+        return next(pf.iter_batches(batch_size=1)).to_pylist()[0]
+    with open(p, "rb") as fh:
+        start = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if start.startswith(b"["):  # one JSON array of rows, which the `datasets` JSON loader also reads
+        return _first_of_array(p)
     with open(p, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             try:
@@ -310,6 +314,20 @@ def _first_row(p: Path) -> dict | None:
                 raise ValueError(f"{p}: line {lineno}: a row must be a JSON object, got {_json_kind(row)}")
             return row
     return None
+
+
+def _first_of_array(p: Path) -> dict | None:
+    try:
+        rows = json.loads(p.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: byte {e.start + 1}: not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{p}: expected JSON lines or an array of objects")
+    if rows and not isinstance(rows[0], dict):
+        raise ValueError(f"{p}: the first row must be a JSON object, got {_json_kind(rows[0])}")
+    return rows[0] if rows else None
 
 
 def _json_kind(v: Any) -> str:

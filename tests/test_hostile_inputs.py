@@ -84,7 +84,7 @@ def test_validate_names_each_unrunnable_field_without_an_engine(tmp_path):
         "spec error: students[2].base: directory not found: ./no/such/dir",
         f"spec error: prompts.sources[0].path: {d}/empty.jsonl has no rows",
         f"spec error: prompts.sources[1].path: {ARITH} has no column 'q' (the problem); columns: id, question, answer",
-        f"spec error: prompts.sources[2].path: {d}/array.jsonl: line 1: a row must be a JSON object, got an array",
+        f"spec error: prompts.sources[2].path: {d}/array.jsonl: the first row must be a JSON object, got a string",
         f"spec error: prompts.sources[3].path: {d}/traces is a directory, not a .jsonl or .parquet file",
         f"spec error: output_dir: cannot create {d}/a_file/run: {d}/a_file is a file",
     ]
