@@ -651,8 +651,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
         "finish_reason": [r.get("finish_reason") for r in rows],
         "answer_format": [answer_format if answer_format == "code" else None] * len(rows),
         "problem": problems,
-        "problem_id": [r["problem_id"] for r in rows] if "problem_id" in data.columns
-        else [f"p{dedup.digest(p):x}" for p in problems],
+        "problem_id": [r.get("problem_id") or f"p{dedup.digest(p):x}" for r, p in zip(rows, problems)],
     }
     n = len(rows)
     starts = list(range(0, n, BATCH_ROWS))
