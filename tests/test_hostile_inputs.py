@@ -393,3 +393,19 @@ def test_verify_keeping_nothing_stops_clearly_with_the_funnel_and_a_report(tmp_p
     assert not (run / ".verify.tmp-dead0001").exists()
     assert (run / "report.html").exists() and (run / "verify" / "_DONE.json").exists()
     assert not (run / "sft").exists() and not (run / "train").exists()
+
+
+def test_parquet_input_keeps_its_columns_and_types_in_every_format(tmp_path):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"problem": ["What is 2+2?", "And 3+3?"], "answer": [4, 6],
+                             "response": ["\\boxed{4}", "\\boxed{7}"], "source": ["a", "b"]}), src)
+    for ext in ("jsonl", "parquet", "csv"):
+        proc = distill("verify", src, tmp_path / f"out.{ext}", "--workers", "1")
+        assert proc.returncode == 0 and messages(proc) == []
+    got = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(g["answer"], g["source"], g["reason"]) for g in got] == [(4, "a", "correct"), (6, "b", "incorrect")]
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column_names == ["problem", "answer", "response", "source", "extracted", "correct", "reason", "kept",
+                                  "detail"]
+    assert table.schema.field("answer").type == pa.int64()
+    assert (tmp_path / "out.csv").read_text().splitlines()[2].startswith("And 3+3?,6,\\boxed{7},b,7,false,incorrect")

@@ -40,6 +40,12 @@ class Input:
     table: pa.Table | None = None  # the Parquet input as read (its types are already Arrow's)
     bad: list[str] = field(default_factory=list)
 
+    def batch(self, start: int, n: int) -> list[dict]:
+        """Whole rows [start, start + n): from the table for Parquet, whose `rows` hold only what is judged."""
+        if self.table is not None:
+            return self.table.slice(start, n).to_pylist()
+        return self.rows[start : start + n]
+
 
 # ---------------------------------------------------------------- paths
 
@@ -71,13 +77,16 @@ def check_paths(in_path: Path, out_path: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def read_input(path: Path) -> Input:
+def read_input(path: Path, judged: tuple[str, ...] | None = None) -> Input:
+    """The rows of a .jsonl, .parquet or .csv file. `judged`: for Parquet, the columns `rows` needs (the rest
+    stays in Arrow until written, so a big file is not held twice)."""
     if path.suffix == ".parquet":
         try:
             table = pq.read_table(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
             raise ValueError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-        rows = table.to_pylist()
+        keep = table.column_names if judged is None else [c for c in judged if c in table.column_names]
+        rows = table.select(keep).to_pylist()
         return Input(path, rows, [f"row {i}" for i in range(1, len(rows) + 1)], table.column_names, table)
     if path.suffix == ".csv":
         return _read_csv(path)
@@ -263,7 +272,7 @@ def with_verdicts(rows: list[dict], cols: dict) -> list[dict]:
 
 def read_table(path: Path) -> pa.Table:
     """A whole .jsonl, .parquet or .csv file as one Arrow table (audit), with the same one-line errors."""
-    data = read_input(Path(path))
+    data = read_input(Path(path))  # all columns: audit reads labels and verdicts too
     if data.bad:
         raise ValueError(summarise(data.bad))
     return parquet_table(data)

@@ -632,7 +632,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     Returns counts per reason."""
     in_path, out_path = Path(in_path), Path(out_path)
     file_io.check_paths(in_path, out_path)
-    data = file_io.read_input(in_path)
+    data = file_io.read_input(in_path, NEEDED)
     if not data.rows and not data.bad:
         raise ValueError(f"{in_path}: no rows")
     missing = [c for c in REQUIRED if c not in data.columns]
@@ -665,7 +665,7 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
             if out_table is not None:
                 writer.write_table(_annotated(out_table.slice(a, BATCH_ROWS), run.columns(b)))
             else:
-                writer.write_rows(file_io.with_verdicts(rows[a : a + BATCH_ROWS], run.columns(b)))
+                writer.write_rows(file_io.with_verdicts(data.batch(a, BATCH_ROWS), run.columns(b)))
             bar.update(min(BATCH_ROWS, n - a))
         writer.close(_out_schema(out_table.schema) if out_table is not None else None)
     except BaseException:
