@@ -139,6 +139,14 @@ def test_jobs_create_runs_the_same_checks_before_contacting_the_cluster(tmp_path
     assert e.value.message == f"prompts.sources[0].path: {tmp_path}/empty.jsonl has no rows"
 
 
+def test_submit_refuses_with_the_same_lines(tmp_path, faulty_server):
+    (tmp_path / "empty.jsonl").write_text("")
+    spec = _spec(tmp_path, prompts={"sources": [{"path": str(tmp_path / "empty.jsonl")}]})
+    proc = distill("submit", spec, "--address", faulty_server, "--no-working-dir", "--output-dir", "/shared/run")
+    assert proc.returncode == 2
+    assert messages(proc) == [f"spec error: prompts.sources[0].path: {tmp_path}/empty.jsonl has no rows"]
+
+
 from tests.test_client_unit import faulty_server  # noqa: E402,F401 - the fixture: a job server that fails every call
 
 
