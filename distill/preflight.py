@@ -71,7 +71,7 @@ def check(spec: Spec, *, on_cluster: bool = False) -> Findings:
             if spec.eval.benchmarks:
                 e = spec.eval
                 _sampling(f, sp, "eval", temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens)
-    if vllm_teacher and getattr(t, "engine", None):
+    if (vllm_teacher or spec.eval.benchmarks) and getattr(t, "engine", None):  # eval's engines take them too
         _engine_keys(f, "teacher.engine", t.engine)
     for i, src in enumerate(spec.prompts.sources):
         _source(f, f"prompts.sources[{i}]", src)
