@@ -1,4 +1,4 @@
-"""The `distill` command: run, validate, verify, audit, report."""
+"""The `distill` command: run, validate, verify, audit, report, clean."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ import sys
 
 
 def _cmd_validate(args) -> int:
+    from distill import preflight
     from distill.spec import load_spec
 
     spec = load_spec(args.spec)
+    preflight.require(spec)  # models, sampling ranges, engine keys, sources, output_dir: all before any engine
     print(f"ok: {spec.name}: {len(spec.prompts.sources)} prompt source(s), {len(spec.students)} student(s), "
           f"{len(spec.eval.benchmarks)} benchmark(s); output {spec.output_dir}")
     return 0
 
 
 def _cmd_run(args) -> int:
-    from distill.pipeline.runner import run
+    from distill import preflight
     from distill.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.output_dir:
         spec.output_dir = os.path.abspath(args.output_dir)
+    preflight.require(spec)  # before the runner's heavy imports, Ray or any engine
+    from distill.pipeline.runner import run
+
     summary = run(spec)
     print(f"\nrun directory: {summary['output_dir']}")
     for pkg in summary["packages"]:
@@ -32,9 +37,17 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_verify(args) -> int:
+    import signal
+
     from distill.verify import verify_file
 
+    # SIGTERM (kill, a scheduler's stop) ends it like Ctrl-C: the temporary output is removed, one line is printed.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     counts = verify_file(args.input, args.output, workers=args.workers, answer_format=args.answer_format)
     total = sum(counts.values())
     print(f"{total} rows -> {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.most_common()))
@@ -53,6 +66,25 @@ def _cmd_report(args) -> int:
     from distill.report import write_report
 
     print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def _cmd_clean(args) -> int:
+    from pathlib import Path
+
+    from distill import cleanup
+
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory")
+    with cleanup.run_lock(root):
+        stale, why = cleanup.unreachable_shard_sets(root)
+        freed = cleanup.remove(cleanup.leftovers(root) + stale)
+    for path, n in freed:
+        print(f"removed {path.relative_to(root)}: {cleanup.human(n)}")
+    if why:
+        print(why)
+    print(f"freed {cleanup.human(sum(n for _, n in freed))} in {root}")
     return 0
 
 
@@ -92,21 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
     rp.set_defaults(fn=_cmd_report)
 
+    c = sub.add_parser("clean", help="remove what killed runs left in RUN_DIR and shard sets its spec cannot reach")
+    c.add_argument("run_dir", metavar="RUN_DIR", help="a run's output directory")
+    c.set_defaults(fn=_cmd_clean)
+
     from distill.service.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
 
     add_commands(sub)
 
     args = p.parse_args(argv)
+    from distill.cleanup import RunBusy
+    from distill.preflight import EmptyStage
     from distill.spec import SpecError
 
     try:
         return args.fn(args)
+    except RunBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except EmptyStage as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        for line in getattr(e, "details", []):
+            print(line, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Ctrl-C (and SIGTERM in `verify`): stages and outputs are written atomically, so nothing half-done is left
+        if args.command == "run":
+            print("interrupted: finished stages are kept; run it again to resume", file=sys.stderr)
+        else:
+            print("interrupted: stopped before finishing; no partial output was written", file=sys.stderr)
+        return 130
     except SpecError as e:
         for line in str(e).splitlines():
             print(f"spec error: {line}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [type(e).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
 

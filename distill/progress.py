@@ -3,8 +3,9 @@ publishes while it runs.
 
 `Bar(stage, total, unit)` draws a tqdm bar on stderr (off with DISTILL_PROGRESS=0) and, when the run directory is
 known, rewrites `<run dir>/.progress/<stage>.json` (atomically, at most once a second, and on close):
-{"stage", "done", "total", "unit", "counts", "updated"}. The runner names the run directory (`configure`, which
-also sets DISTILL_RUN_DIR so that Ray Train workers and other processes it starts write to the same place).
+{"stage", "done", "total", "unit", "counts", "updated"} (and "phase", in a stage of several passes). The runner
+names the run directory (`configure`, which also sets DISTILL_RUN_DIR so that Ray Train workers and other
+processes it starts write to the same place).
 `distill.service.status.StatusReporter` polls the run directory and folds these files into `status.json` and its
 `[distill status]` log line: that line is how the counts reach `distill jobs status` and
 `Client.jobs.retrieve` while a job runs on a Ray cluster or Kubernetes.
@@ -61,9 +62,10 @@ def read_all(root: Path) -> dict[str, dict]:
 class Bar:
     """Progress of one stage in `unit`s; `update(n, **counts)` adds n done and replaces the counts given."""
 
-    def __init__(self, stage: str | None, total: int | None, unit: str, initial: int = 0, default: str = "stage"):
+    def __init__(self, stage: str | None, total: int | None, unit: str, initial: int = 0, default: str = "stage",
+                 phase: str | None = None):
         stage = stage or current_stage(default)
-        self.stage, self.total, self.unit = stage, total, unit
+        self.stage, self.total, self.unit, self.phase = stage, total, unit, phase
         self.done = initial
         self.counts: dict[str, int | float] = {}
         self._written = 0.0
@@ -72,7 +74,8 @@ class Bar:
         if os.environ.get("DISTILL_PROGRESS", "1") != "0":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=stage, unit=unit, file=sys.stderr,
+            self._bar = tqdm(total=total, initial=initial, desc=f"{stage}: {phase}" if phase else stage, unit=unit,
+                             file=sys.stderr,
                              dynamic_ncols=True)
         self._write(force=True)
 
@@ -103,6 +106,8 @@ class Bar:
         self._written = time.time()
         rec = {"stage": self.stage, "done": self.done, "total": self.total, "unit": self.unit,
                "counts": self.counts, "updated": self._written}
+        if self.phase:  # a stage with several passes (verify): which one `done`/`total` count
+            rec["phase"] = self.phase
         path = file_for(self._root, self.stage)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

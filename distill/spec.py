@@ -201,6 +201,8 @@ class Filter(Strict):
     dedup_problems: bool = Field(True, description="drop traces of duplicate / near-duplicate problems (same "
                                  "reference answer) after the first such problem")
     dedup_traces: bool = Field(True, description="drop exact and near-duplicate traces after the first")
+    dedup_traces_scope: Literal["problem", "global"] = Field("problem", description="compare traces within "
+                                                             "their problem, or across all problems")
     near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity (MinHash "
                                             "of character shingles) from which texts are near-duplicates; 1: exact only")
     decontaminate: bool = Field(True, description="drop problems sharing an n-gram with an evaluated benchmark")

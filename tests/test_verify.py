@@ -83,7 +83,7 @@ def test_verify_file_errors_name_the_row_or_column(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "a", "answer": "1", "response": "1"}\n{"problem": oops}\n')
     assert main(["verify", str(bad), str(tmp_path / "o.jsonl")]) == 2
-    assert "line 2: not valid JSON" in capsys.readouterr().err
+    assert "bad.jsonl: line 2, column 13: not valid JSON (Expecting value)" in capsys.readouterr().err
     missing = write_jsonl(tmp_path / "m.jsonl", [{"problem": "a", "answer": "1"}])
     assert main(["verify", str(missing), str(tmp_path / "o.jsonl")]) == 2
     assert "missing column(s) response" in capsys.readouterr().err

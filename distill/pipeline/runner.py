@@ -16,7 +16,7 @@ from typing import Callable
 
 import yaml
 
-from distill import artifacts, cluster, ledger, progress
+from distill import artifacts, cleanup, cluster, ledger, progress
 from distill.pipeline import graph
 from distill.pipeline.stages import STAGES
 from distill.spec import Spec
@@ -51,10 +51,13 @@ class Runner:
 
     def run(self) -> dict:
         """Run every stage; write `report.html` at the end, also when a stage failed (it shows how far it got)."""
-        try:
-            summary = self._run_stages()
-        finally:
-            report = self._write_report()
+        with cleanup.run_lock(self.root):  # one live run per directory: what a killed run left can go
+            for path, n in cleanup.remove_leftovers(self.root):
+                _log(f"removed {path.relative_to(self.root)} ({cleanup.human(n)}), left by a killed run")
+            try:
+                summary = self._run_stages()
+            finally:
+                report = self._write_report()
         summary["report"] = str(report) if report else None
         return summary
 

@@ -53,9 +53,13 @@ def _prompts(run, item, out: Path):
 
 
 def _generate(run, item, out: Path):
-    from distill.pipeline.generate import generate_stage
+    from distill import cleanup
+    from distill.pipeline.generate import generate_stage, shard_key
 
     s = run.spec
+    # Which resumable shard set is this spec's: `distill clean` keeps it and frees the others.
+    cleanup.note_current_shards(run.root, shard_key(run.root / "prompts" / "prompts.parquet", s.teacher, s.sampling,
+                                                    s.seed))
     return generate_stage(run.root / "prompts", out, s.teacher, s.sampling, s.seed, prices=s.prices)
 
 
@@ -68,8 +72,10 @@ def _verify(run, item, out: Path):
 
 
 def _sft(run, item, out: Path):
+    from distill import preflight
     from distill.pipeline.sft import build_sft_dataset
 
+    preflight.require_kept(run.markers["verify"]["stats"])  # 0 kept: a clear stop, not an IndexError in train
     return build_sft_dataset(run.root / "verify", out)
 
 

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import sys
+import warnings
 
 from distill.service.errors import ClientError, SpecInvalid
 
@@ -64,8 +65,12 @@ def _cmd_submit(args) -> int:
     kw = {} if not args.no_working_dir else {"working_dir": None}
     client = _client(args, **kw)
     resources = json.loads(args.entrypoint_resources) if args.entrypoint_resources else None
-    job = client.jobs.create(args.spec, output_dir=args.output_dir, job_id=args.job_id, upload=args.upload,
-                             entrypoint_num_gpus=args.entrypoint_num_gpus, entrypoint_resources=resources)
+    with warnings.catch_warnings(record=True) as caught:  # preflight's "could not check" lines, as one line each
+        warnings.simplefilter("always")
+        job = client.jobs.create(args.spec, output_dir=args.output_dir, job_id=args.job_id, upload=args.upload,
+                                 entrypoint_num_gpus=args.entrypoint_num_gpus, entrypoint_resources=resources)
+    for w in caught:
+        print(f"spec warning: {w.message}", file=sys.stderr)
     print(f"submitted {job.id}: spec {job.name}, output {job.output_dir}")
     if not args.wait:
         print(f"  distill jobs status {job.id}\n  distill jobs logs {job.id} --follow\n  distill jobs cancel {job.id}")

@@ -24,6 +24,7 @@ import os
 import shlex
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -189,6 +190,7 @@ class Jobs:
             parsed = parse_spec(data, base_dir=base_dir)
         except SpecError as e:
             raise SpecInvalid(str(e)) from None
+        self._preflight(parsed)
         self._refuse_busy(data["output_dir"])
 
         wd = self._c.working_dir
@@ -239,6 +241,17 @@ class Jobs:
         raise SpecInvalid(f"output_dir: {out or 'unset'} is not absolute: on a cluster it would land in the job's "
                           f"scratch working dir. Give an absolute path on shared storage, output_dir=, or "
                           f"Client(artifacts=SHARED_ROOT)")
+
+    @staticmethod
+    def _preflight(parsed: Spec) -> None:
+        # The checks `distill validate` runs; paths only the cluster sees (output_dir) come back as warnings.
+        from distill import preflight
+
+        found = preflight.check(parsed, on_cluster=True)
+        for line in found.warnings:
+            warnings.warn(line, stacklevel=3)
+        if found.errors:
+            raise SpecInvalid("\n".join(found.errors))
 
     def _refuse_busy(self, output_dir: str) -> None:
         # Two live jobs in one run directory would rebuild the same stages over each other.

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from distill import preflight
 from distill.spec import SpecError, Spec, load_spec, parse_spec
 from distill.service.status import StatusReporter
 
@@ -189,13 +190,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.output_dir:
         spec.output_dir = os.path.abspath(args.output_dir)
+    try:
+        preflight.require(spec)  # the same checks as `distill validate`, now where the job's paths are visible
+    except SpecError as e:
+        for line in str(e).splitlines():
+            print(f"spec error: {line}", file=sys.stderr)
+        return 2
     _log(f"spec {spec.name} from {origin}; output {spec.output_dir}")
     if os.environ.get(_JOB_CONFIG_ENV) and "runtime_resources" in Path(spec.output_dir).parts:
         # The working dir Ray unpacked for this job is scratch on one node: pass --output-dir on shared storage.
         _log(f"warning: {spec.output_dir} is inside the job's temporary working dir and will not outlive it")
     reporter = StatusReporter(spec.output_dir, spec.name, job_id=meta.get("job_submission_id"),
                               interval=args.status_interval, mirror=args.upload)
-    return run_with_status(spec, reporter, args.upload)
+    try:
+        return run_with_status(spec, reporter, args.upload)
+    except preflight.EmptyStage as e:  # recorded as FAILED with this message; a stop, not a crash
+        print(f"stopped: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # vLLM spawns processes: keep the entry point guarded

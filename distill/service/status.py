@@ -39,7 +39,7 @@ class StageStatus(BaseModel):
     seconds: float | None = None
     finished: float | None = None
     stats: dict = Field(default_factory=dict)
-    # while running: {"done", "total", "unit", "counts"} from the stage's progress bar (distill.progress)
+    # while running: {"done", "total", "unit", "counts"[, "phase"]} from the stage's progress bar (distill.progress)
     progress: dict | None = None
 
 
@@ -95,7 +95,7 @@ def scan(root: Path, since: float) -> dict[str, StageStatus]:
             stages[key] = StageStatus(state="running")
     for key, rec in progress.read_all(root).items():
         if key in stages and stages[key].state == "running" and rec.get("updated", 0) >= since - 1:
-            stages[key].progress = {k: rec.get(k) for k in ("done", "total", "unit", "counts")}
+            stages[key].progress = {k: rec[k] for k in ("done", "total", "unit", "counts", "phase") if k in rec}
     return dict(sorted(stages.items(), key=lambda kv: graph.rank(STAGES, kv[0])))
 
 
@@ -123,7 +123,7 @@ def _change_key(s: RunStatus) -> str:
     for st in d["stages"].values():
         p = st.get("progress")
         if p:
-            st["progress"] = int(100 * p["done"] / p["total"]) if p.get("total") else p["done"]
+            st["progress"] = [p.get("phase"), int(100 * p["done"] / p["total"]) if p.get("total") else p["done"]]
     return json.dumps(d, sort_keys=True, default=str)
 
 

@@ -34,9 +34,9 @@ def _load(path: Path) -> pa.Table:
         if not cand.exists():
             raise FileNotFoundError(f"{path}: no verify/traces.parquet (a run directory) or traces.parquet")
         path = cand
-    from distill.verify.stage import read_any
+    from distill.verify.files import read_table
 
-    return read_any(path)
+    return read_table(path)
 
 
 def _label(value) -> bool | None:

@@ -263,6 +263,7 @@ def _zygote_main(fd: int) -> None:
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, from the first moment
     try:  # warm up: lazy imports and parser construction happen once here, not in every forked child
         for pred, gold in (("\\frac{\\sqrt{3}}{2}+x", "\\sqrt{3}/2"), ("(1, 2]", "[1,2)"), ("\\{1,2\\}", "x=2"),
                            ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\text{yes}")):
@@ -270,7 +271,6 @@ def _zygote_main(fd: int) -> None:
     except Exception:  # noqa: BLE001 - warming up is an optimisation only
         pass
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
     while True:
         try:
@@ -291,8 +291,12 @@ def _zygote_main(fd: int) -> None:
             finally:
                 os._exit(0)
         b.close()
-        socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [a.fileno()])
-        a.close()
+        try:
+            socket.send_fds(sock, [json.dumps({"pid": pid}).encode()], [a.fileno()])
+        except OSError:  # the parent is gone (interrupted mid-request): the child sees its end close and exits
+            return
+        finally:
+            a.close()
 
 
 _ZYGOTE: _Zygote | None = None

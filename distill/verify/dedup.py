@@ -193,11 +193,15 @@ def near_duplicates(sigs: np.ndarray, threshold: float, row_salt: np.ndarray | N
     return dup
 
 
-def exact_duplicates(digests: np.ndarray) -> np.ndarray:
-    """True where a digest already appeared in an earlier row."""
+def exact_duplicates(digests: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """True where a digest already appeared in an earlier row (of the same group, when `groups` is given)."""
     if len(digests) == 0:
         return np.zeros(0, dtype=bool)
-    _, first = np.unique(digests, return_index=True)
+    if groups is None:
+        _, first = np.unique(digests, return_index=True)
+    else:
+        keys = np.stack([np.asarray(groups, dtype=np.uint64), np.asarray(digests, dtype=np.uint64)], axis=1)
+        _, first = np.unique(keys, axis=0, return_index=True)
     dup = np.ones(len(digests), dtype=bool)
     dup[first] = False
     return dup

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from distill import progress, schemas
 from distill.verify import dedup
+from distill.verify import files as file_io
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
 from distill.verify.judge import Verdict, precheck, verdict_from_result
@@ -62,6 +63,7 @@ OUT_COLUMNS = tuple(f.name for f in schemas.VERDICT_FIELDS)
 BATCH_ROWS = 1024
 TRACE_K = 32  # characters per trace shingle
 PROBLEM_K = 16  # characters per problem shingle (problems are short)
+CHECK_CHUNK = 64  # comparisons per checker worker between two progress updates
 PARALLEL_MIN_ROWS = 4096  # fewer rows are judged in-process: starting workers would cost more
 
 
@@ -86,6 +88,7 @@ class Settings:
     max_foreign_chars: int = 5
     dedup_problems: bool = True
     dedup_traces: bool = True
+    dedup_traces_scope: str = "problem"
     near_duplicate_threshold: float = 0.8
     decontaminate: bool = True
     decontam_ngram: int = 8
@@ -114,6 +117,13 @@ def _init_worker(settings: Settings, grams: dict | None, n: int) -> None:
     dc.grams = grams or {}
     _CTX["decontam"] = dc
     _CTX["problems"] = set()
+
+
+def _init_pool_worker(*init) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
+    _init_worker(*init)
 
 
 def _sig32(hashes: np.ndarray) -> np.ndarray:
@@ -275,7 +285,7 @@ class FilterRun:
         t0 = time.monotonic()
         grams = self.decontam.grams if self.decontam else {}
         init = (self.s, grams, self.s.decontam_ngram)
-        bar = progress.Bar(None, total_rows, "trace", default="verify")
+        bar = progress.Bar(None, total_rows, "trace", default="verify", phase="fast checks")
 
         def add(res: BatchResult) -> None:
             self.results.append(res)
@@ -290,8 +300,13 @@ class FilterRun:
         self._resolve_pending()
         self.seconds["check"] = round(time.monotonic() - t0, 2)
         t0 = time.monotonic()
-        self._decide()
+        with progress.Bar(None, self.n_rows(), "trace", default="verify", phase="dedup") as bar:
+            self._decide()
+            bar.update(self.n_rows())
         self.seconds["dedup"] = round(time.monotonic() - t0, 2)
+
+    def n_rows(self) -> int:
+        return sum(r.n for r in self.results)
 
     def _pass1(self, batches: Iterator[dict], total_rows: int | None, init: tuple,
                add: Callable[[BatchResult], None]) -> None:
@@ -301,7 +316,7 @@ class FilterRun:
                 add(_pass1(cols))
         else:
             ctx = mp.get_context("spawn")  # the caller may hold Ray's threads: never fork it
-            with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+            with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_pool_worker,
                                         initargs=init) as ex:
                 window: deque = deque()
                 for cols in batches:
@@ -324,15 +339,17 @@ class FilterRun:
         if math_items:
             pool = checker.pool(self.workers, self.s.verify_timeout_s, self.s.verify_memory_mb)
             killed = pool.killed
-            out = compare_many([p for _, _, p in math_items], self.workers, self.s.verify_timeout_s,
-                               self.s.verify_memory_mb)
+            out = _in_chunks([p for _, _, p in math_items], CHECK_CHUNK * self.workers, "symbolic checks",
+                             lambda part: compare_many(part, self.workers, self.s.verify_timeout_s,
+                                                       self.s.verify_memory_mb))
             self.checked["checker_restarts"] = pool.killed - killed
             for (r, i, (pred, *_)), (outcome, detail) in zip(math_items, out):
                 self._set(r, i, verdict_from_result(pred, outcome, detail))
         if code_items:
             limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
                             memory_mb=self.s.code_memory_mb)
-            out = run_tests_many([p for _, _, p in code_items], self.workers, limits)
+            out = _in_chunks([p for _, _, p in code_items], 2 * self.workers, "code tests",
+                             lambda part: run_tests_many(part, self.workers, limits))
             for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
                 self._set(r, i, verdict_from_result(code, outcome, detail))
 
@@ -389,7 +406,7 @@ class FilterRun:
                     r.digests[i] = 0
         # trace dedup among the rows still in the running
         if s.dedup_traces:
-            cand_b, cand_i, digs, sigs = [], [], [], []
+            cand_b, cand_i, digs, sigs, groups = [], [], [], [], []
             for b, r in enumerate(self.results):
                 if not len(r.sig_rows):
                     continue
@@ -399,14 +416,19 @@ class FilterRun:
                 cand_i.append(rows)
                 digs.append(r.digests[rows])
                 sigs.append(r.sigs[keep])
+                groups.append(self.row_pidx[b][rows])
             if cand_b:
                 cb, ci = np.concatenate(cand_b), np.concatenate(cand_i)
-                exact = dedup.exact_duplicates(np.concatenate(digs))
+                # Same trace for two different problems is no duplicate (e.g. a short answer): compared within a
+                # problem unless the spec asks for global dedup.
+                group = None if s.dedup_traces_scope == "global" else np.concatenate(groups).astype(np.uint64)
+                exact = dedup.exact_duplicates(np.concatenate(digs), group)
                 for b, i in zip(cb[exact].tolist(), ci[exact].tolist()):
                     self.results[b].reason[i] = "duplicate_trace"
                 rest = ~exact
                 if s.near_duplicate_threshold < 1 and rest.sum() > 1:
-                    near = _near(np.concatenate(sigs)[rest], s.near_duplicate_threshold, None)
+                    near = _near(np.concatenate(sigs)[rest], s.near_duplicate_threshold,
+                                 None if group is None else group[rest])
                     for b, i in zip(cb[rest][near].tolist(), ci[rest][near].tolist()):
                         self.results[b].reason[i] = "near_duplicate_trace"
         # keep, and the per-problem cap
@@ -476,6 +498,17 @@ class FilterRun:
             "checked": self.checked,
             "seconds": self.seconds,
         }
+
+
+def _in_chunks(items: list, size: int, phase: str, fn: Callable[[list], list]) -> list:
+    """`fn(items)` a chunk at a time, so the progress bar (and status.json) moves through a slow phase."""
+    out: list = []
+    with progress.Bar(None, len(items), "check", default="verify", phase=phase) as bar:
+        for a in range(0, len(items), size):
+            part = fn(items[a : a + size])
+            out.extend(part)
+            bar.update(len(part))
+    return out
 
 
 def _near(sigs32: np.ndarray, threshold: float, salt: np.ndarray | None) -> np.ndarray:
@@ -562,10 +595,12 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
     run.pass1((_cols(b) for b in parquet_batches(files, NEEDED)), total)
     out_schema = schemas.verified_schema(schema)
     traces, kept = _Writer(Path(out_dir) / "traces.parquet"), _Writer(Path(out_dir) / "kept.parquet")
+    bar = progress.Bar(None, total, "trace", default="verify", phase="writing")
     try:
         for b, batch in enumerate(parquet_batches(files)):
             table = _annotated(_conform(batch, schema), run.columns(b))
             traces.write(table)
+            bar.update(table.num_rows)
             mask = pa.array(run.kept[b], pa.bool_())
             if run.kept[b].any():
                 kept.write(table.filter(mask))
@@ -575,6 +610,8 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
         traces.abort()
         kept.abort()
         raise
+    finally:
+        bar.close()
     stats = run.stats()
     (Path(out_dir) / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -583,59 +620,56 @@ def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int =
 REQUIRED = ("problem", "answer", "response")
 
 
-def read_any(path: Path) -> pa.Table:
-    if path.suffix == ".parquet":
-        return pq.read_table(path)
-    rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {i}: not valid JSON ({e.msg})") from None
-    return pa.Table.from_pylist(rows)
-
-
 def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, answer_format: str = "plain",
                 spec_filter=None, benchmarks=None, stats_path: str | Path | None = None) -> Counter:
     """`distill verify`: rows with problem, answer (reference) and response in; the same rows plus extracted,
-    correct, reason, kept and detail out (JSONL or Parquet by the output's suffix), through the same filters,
-    dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). Returns
-    counts per reason."""
+    correct, reason, kept and detail out (JSONL, Parquet or CSV by the output's suffix), through the same filters,
+    dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). The paths and
+    every row are checked before any row is judged (`distill.verify.files`); values keep their input types.
+    Returns counts per reason."""
     in_path, out_path = Path(in_path), Path(out_path)
-    table = read_any(in_path)
-    missing = [c for c in REQUIRED if c not in table.column_names]
-    if missing:
+    file_io.check_paths(in_path, out_path)
+    data = file_io.read_input(in_path, NEEDED)
+    if not data.rows and not data.bad:
+        raise ValueError(f"{in_path}: no rows")
+    missing = [c for c in REQUIRED if c not in data.columns]
+    if missing and not data.bad:
         raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
-    responses = table.column("response").to_pylist()
-    for i, resp in enumerate(responses):
-        if resp is not None and not isinstance(resp, str):
-            raise ValueError(f"{in_path}: row {i + 1}: 'response' must be a string, got {type(resp).__name__}")
-    answers = [reference_answer(a, answer_format) for a in table.column("answer").to_pylist()]
-    problems = [str(p) if p is not None else "" for p in table.column("problem").to_pylist()]
+    bad = file_io.bad_rows(data)
+    if bad:
+        raise ValueError(file_io.summarise(bad))
+    out_table = file_io.parquet_table(data, OUT_COLUMNS) if out_path.suffix == ".parquet" else None
+    rows = data.rows
+    answers = [reference_answer(r.get("answer"), answer_format) for r in rows]
+    problems = [str(r["problem"]) if r.get("problem") is not None else "" for r in rows]
     cols_all = {
-        "response": [r or "" for r in responses],
+        "response": [r.get("response") or "" for r in rows],
         "answer": answers,
-        "finish_reason": table.column("finish_reason").to_pylist() if "finish_reason" in table.column_names
-        else [None] * len(answers),
-        "answer_format": [answer_format if answer_format == "code" else None] * len(answers),
+        "finish_reason": [r.get("finish_reason") for r in rows],
+        "answer_format": [answer_format if answer_format == "code" else None] * len(rows),
         "problem": problems,
-        "problem_id": table.column("problem_id").to_pylist() if "problem_id" in table.column_names
-        else [f"p{dedup.digest(p):x}" for p in problems],
+        "problem_id": [r.get("problem_id") or f"p{dedup.digest(p):x}" for r, p in zip(rows, problems)],
     }
-    n = table.num_rows
+    n = len(rows)
     starts = list(range(0, n, BATCH_ROWS))
     run = FilterRun(Settings.from_filter(spec_filter), benchmarks, workers)
     run.pass1(({k: v[a : a + BATCH_ROWS] for k, v in cols_all.items()} for a in starts), n)
-    writer = _Writer(out_path)
+    verdicts = list(run.columns(0)) if starts else []
+    writer = file_io.Writer(out_path, [c for c in data.columns if c not in verdicts] + verdicts)
+    bar = progress.Bar(None, n, "row", default="verify", phase="writing")
     try:
         for b, a in enumerate(starts):
-            writer.write(_annotated(table.slice(a, BATCH_ROWS), run.columns(b)))
-        writer.close(schemas.verified_schema(table.schema))
+            if out_table is not None:
+                writer.write_table(_annotated(out_table.slice(a, BATCH_ROWS), run.columns(b)))
+            else:
+                writer.write_rows(file_io.with_verdicts(data.batch(a, BATCH_ROWS), run.columns(b)))
+            bar.update(min(BATCH_ROWS, n - a))
+        writer.close(schemas.verified_schema(out_table.schema) if out_table is not None else None)
     except BaseException:
         writer.abort()
         raise
+    finally:
+        bar.close()
     if stats_path:
         Path(stats_path).write_text(json.dumps(run.stats(), indent=2))
     return Counter(r for res in run.results for r in res.reason)
