@@ -1,4 +1,4 @@
-"""The `distill` command: run, validate, verify, audit, report."""
+"""The `distill` command: run, validate, verify, audit, report, publish."""
 
 from __future__ import annotations
 
@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from distill.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
 
     add_commands(sub)
+    from distill.export.publish import add_command as add_publish  # publish: the Hugging Face Hub
+
+    add_publish(sub)
 
     args = p.parse_args(argv)
     from distill.spec import SpecError

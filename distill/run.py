@@ -99,7 +99,10 @@ class Runner:
                                                                benchmarks=s.eval.benchmarks))
 
         fp_sft = artifacts.fingerprint("sft", fp_verify)
-        self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d))
+        # The dataset card's spec hash is the building run's: a later spec edit that leaves the data as it is
+        # does not rebuild the stage (nor retrain the students downstream of it).
+        card = {"name": s.name, "teacher": s.teacher.model, "spec_hash": s.fingerprint()}
+        self.stage("sft", fp_sft, lambda d: build_sft_dataset(self.root / "verify", d, card=card))
 
         ev = s.eval
         fp_eval_cfg = ev.model_dump()
@@ -131,9 +134,10 @@ class Runner:
 
             pkg_key = f"package/{st.name}"
             costs = ledger.build(self.markers, s)  # what this student has cost so far, in its manifest
-            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage, costs)
+            fp_pkg = artifacts.fingerprint("package", fp_eval, base_scores.get(st.base), lineage, costs,
+                                           s.package.model_dump())
             self.stage(pkg_key, fp_pkg, lambda d, st=st, sc=scores, c=costs: package_student(
-                train_dir, d, st, sc, base_scores.get(st.base), lineage, c))
+                train_dir, d, st, sc, base_scores.get(st.base), lineage, c, gguf=s.package.gguf))
             packages.append(str(self.root / pkg_key))
 
         summary = {"spec": s.name, "spec_hash": s.fingerprint(), "output_dir": str(self.root),

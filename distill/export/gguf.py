@@ -126,6 +126,11 @@ def end_of_turn_token(tok) -> str:
     return tok.eos_token
 
 
+def adds_bos(tok) -> bool:
+    """Whether the tokenizer puts BOS in front of every text itself (then llama.cpp must too)."""
+    return tok.bos_token_id is not None and tok("a").input_ids[:1] == [tok.bos_token_id]
+
+
 def _load_tensors(model_dir: Path) -> dict[str, np.ndarray]:
     import torch
     from safetensors import safe_open
@@ -140,16 +145,23 @@ def _load_tensors(model_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS) -> list[Written]:
-    """Write `<out_dir>/<name>-<QUANT>.gguf` for each quant. Raises GGUFUnsupported before writing anything."""
+def check_supported(model_dir: Path) -> dict:
+    """The model's config.json, or GGUFUnsupported when its architecture has no export here."""
+    cfg = json.loads((model_dir / "config.json").read_text())
+    if cfg.get("model_type") not in ARCHITECTURES:
+        raise GGUFUnsupported(f"architecture '{cfg.get('model_type')}' (GGUF export knows "
+                              f"{', '.join(ARCHITECTURES)})")
+    return cfg
+
+
+def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS, tok=None) -> list[Written]:
+    """Write `<out_dir>/<name>-<QUANT>.gguf` for each quant. Raises GGUFUnsupported before writing anything.
+    `tok`: the model's tokenizer when the caller has it loaded already."""
     import gguf
     from transformers import AutoTokenizer
 
-    cfg = json.loads((model_dir / "config.json").read_text())
-    arch_name, permute = ARCHITECTURES.get(cfg.get("model_type"), (None, False))
-    if arch_name is None:
-        raise GGUFUnsupported(f"architecture '{cfg.get('model_type')}' (GGUF export knows "
-                              f"{', '.join(ARCHITECTURES)})")
+    cfg = check_supported(model_dir)
+    arch_name, permute = ARCHITECTURES[cfg["model_type"]]
     arch = getattr(gguf.MODEL_ARCH, arch_name)
     n_head, n_kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // n_head
@@ -157,11 +169,20 @@ def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS) -> lis
     if scaling is not None and (scaling.get("rope_type") or scaling.get("type")) != "llama3":
         raise GGUFUnsupported(f"rope scaling '{scaling.get('rope_type') or scaling.get('type')}' is not exported")
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = tok or AutoTokenizer.from_pretrained(model_dir)
     pre = _pre_tokenizer_name(tok)
     tokens, types = _vocab(tok, cfg["vocab_size"])
     eot = tok.convert_tokens_to_ids(end_of_turn_token(tok)) if tok.chat_template else None
-    add_bos = tok.bos_token_id is not None and tok("a").input_ids[:1] == [tok.bos_token_id]
+    add_bos = adds_bos(tok)
+
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))  # merges, special ids
+    special.special_token_ids["eos"] = tok.eos_token_id  # the student's EOS, as generation_config uses it
+    if eot is not None:
+        special.special_token_ids["eot"] = eot
+    special.add_special_token = {"bos": add_bos, "eos": False}
+    special.chat_template = tok.chat_template
+    if not special.merges:
+        raise GGUFUnsupported("the tokenizer has no BPE merges")
 
     names = gguf.get_tensor_name_map(arch, cfg["num_hidden_layers"])
     tensors: list[tuple[str, np.ndarray]] = []
@@ -207,14 +228,6 @@ def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS) -> lis
         w.add_tokenizer_pre(pre)
         w.add_token_list(tokens)
         w.add_token_types(types)
-        special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
-        special.special_token_ids["eos"] = tok.eos_token_id  # the student's EOS, as generation_config uses it
-        if eot is not None:
-            special.special_token_ids["eot"] = eot
-        special.add_special_token = {"bos": add_bos, "eos": False}
-        special.chat_template = tok.chat_template
-        if not special.merges:
-            raise GGUFUnsupported("the tokenizer has no BPE merges")
         special.add_to_gguf(w, quiet=True)
 
         for gname, t in tensors:
