@@ -1,8 +1,6 @@
-"""GGUF export round trip: the F16 file generates exactly what the merged model does, the Q8_0 file agrees on the
-next token almost everywhere, and both carry the tokenizer, the end-of-turn token and the chat template.
-
-Loaded back with transformers' own GGUF reader (`from_pretrained(dir, gguf_file=...)`), which undoes llama.cpp's
-conventions (Llama's q/k permutation, tied embeddings without `output.weight`, token types) independently of us.
+"""GGUF export: the files carry the tokenizer, the end-of-turn token and the chat template; the F16 file generates
+exactly what the model does and the Q8_0 file agrees on the next token almost everywhere (tests/gguf_check.py),
+for the EOS tests' students (trained as there) and the real SmolLM2.
 """
 
 from __future__ import annotations
@@ -15,52 +13,7 @@ import pytest
 from distill.dataset import assistant_turn
 from distill.export.gguf import GGUFUnsupported, export_gguf
 from tests.conftest import FAMILIES
-
-PROMPTS = ["What is 2 + 3?", "What is 4 + 4?", "Name a prime number."]
-EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
-
-
-def _load(model_dir, gguf_dir=None, gguf_file=None):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if gguf_file is None:
-        return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    # transformers' GGUF config map has no `attention.key_length` for qwen3 (it has it for qwen3_moe), so it
-    # falls back to Qwen3Config's default head_dim 128; the file carries the right one (checked below).
-    extra = {"head_dim": cfg["head_dim"]} if cfg["model_type"] == "qwen3" else {}
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32, **extra)
-    return model, AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
-
-
-def _prompt_ids(tok, prompt):
-    return tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                   tokenize=False)
-
-
-def _compare(model_dir, gguf_dir, name, max_new_tokens=24, q8_0=True):
-    """(F16 greedy outputs identical on every prompt, Q8_0 top-1 agreement over the greedy continuations)."""
-    import torch
-
-    ref, tok = _load(model_dir)
-    f16, f16_tok = _load(model_dir, gguf_dir, f"{name}-F16.gguf")
-    q8 = _load(model_dir, gguf_dir, f"{name}-Q8_0.gguf")[0] if q8_0 else None
-    identical, agree, total = True, 0, 0
-    for prompt in PROMPTS:
-        text = _prompt_ids(tok, prompt)
-        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
-        # the GGUF's own tokenizer (built by transformers from tokens, merges and pre-tokenizer name) agrees
-        assert f16_tok(text, add_special_tokens=False).input_ids == ids[0].tolist()
-        with torch.no_grad():
-            want = ref.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
-            got = f16.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
-            identical &= torch.equal(want, got)
-            if q8 is not None:
-                a, b = ref(want).logits.argmax(-1), q8(want).logits.argmax(-1)
-                agree, total = agree + int((a == b).sum()), total + a.numel()
-    return identical, agree / total if total else None
-
+from tests.gguf_check import compare
 
 def _metadata(path):
     from gguf import GGUFReader
@@ -123,16 +76,17 @@ def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
     """Fast: Llama's q/k permutation undone by transformers' reader gives back the exact model."""
     base = tiny_family("llama3")
     export_gguf(base, tmp_path, "tiny", quants=("F16",))
-    identical, _ = _compare(base, tmp_path, "tiny", max_new_tokens=12, q8_0=False)
+    identical, _ = compare(base, tmp_path, "tiny", max_new_tokens=12, q8_0=False)
     assert identical
 
 
 def _sft_dir(tmp_path):
+    """tests/test_train.py's two examples."""
     import datasets
 
     rows = [{"prompt": [{"role": "user", "content": q}],
              "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
-            for q, a in EXAMPLES]
+            for q, a in (("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"))]
     sft = tmp_path / "sft"
     datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
     return sft
@@ -152,7 +106,7 @@ def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
     out.mkdir()
     train_student(_sft_dir(tmp_path), out, student, seed=0)
     export_gguf(out / "merged", tmp_path / "gguf", student.name)
-    identical, agreement = _compare(out / "merged", tmp_path / "gguf", student.name)
+    identical, agreement = compare(out / "merged", tmp_path / "gguf", student.name)
     print(f"{family}: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
     assert identical
     assert agreement >= 0.99
@@ -170,7 +124,7 @@ def test_smollm2_student_round_trips(tmp_path):
     fields, types = _metadata(tmp_path / "smollm2-F16.gguf")
     assert "output.weight" not in types  # tied: llama.cpp reuses token_embd
     assert fields["tokenizer.ggml.pre"] == "gpt2"
-    identical, agreement = _compare(base, tmp_path, "smollm2")
+    identical, agreement = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48)
     print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
     assert identical
     assert agreement >= 0.99

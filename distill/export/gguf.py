@@ -78,8 +78,11 @@ def _pre_tokenizer_name(tok) -> str:
 
     pre = json.loads(tok.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt2"  # GPT-2's own split (SmolLM2)
+        return "gpt2"  # GPT-2's own split (the built-in SmolLM2, as transformers rebuilds it from its GGUF)
     parts = pre.get("pretokenizers") or []
+    if [p.get("type") for p in parts] == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") \
+            and parts[1].get("use_regex", True):
+        return "smollm"  # SmolLM's own tokenizer on the hub: digits one by one, then GPT-2's split
     regexes = [p.get("pattern", {}).get("Regex") for p in parts if p.get("type") == "Split"]
     known = {GGUF_PRE_TOKENIZER_SPLITS[name]: name for name in ("qwen2", "llama-bpe")}
     if len(regexes) == 1 and regexes[0] in known:
@@ -218,7 +221,7 @@ def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS, tok=No
         w.add_rope_freq_base(theta)
         if permute:
             w.add_rope_dimension_count(head_dim)
-        if head_dim != cfg["hidden_size"] // n_head or arch_name == "QWEN3":
+        if permute or arch_name == "QWEN3" or head_dim != cfg["hidden_size"] // n_head:  # as llama.cpp's converter
             w.add_key_length(head_dim)
             w.add_value_length(head_dim)
         w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "F16" else gguf.LlamaFileType.MOSTLY_Q8_0)
