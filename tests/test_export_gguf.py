@@ -112,6 +112,10 @@ def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
     assert agreement >= 0.99
 
 
+SMOLLM2_PROMPTS = ["What is 2 + 3?", "What is 12 times 7?", "Solve x + 5 = 9.", "Name a prime number.",
+                   "What is the capital of France?", "How many legs does a spider have?"]
+
+
 @pytest.mark.slow
 def test_smollm2_student_round_trips(tmp_path):
     """The real SmolLM2-135M (a Llama with tied embeddings and GPT-2 pre-tokenizer)."""

@@ -94,3 +94,18 @@ def test_gguf_switch_off_and_unsupported_architecture(tiny_family, tmp_path):
     assert stats["gguf"] == reason and not (out / "gguf").exists()
     assert f"GGUF: not exported ({reason})." in (out / "README.md").read_text()
     assert registry.list_models(tmp_path / "other")[0].variants == ["merged"]
+
+
+def test_spec_switch_defaults_on_and_names_the_field():
+    import yaml
+
+    from distill.spec import SpecError, parse_spec
+    from tests.conftest import REPO
+
+    data = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    data.pop("package")
+    assert parse_spec(data, REPO / "examples").package.gguf is True
+    assert parse_spec({**data, "package": {"gguf": False}}, REPO / "examples").package.gguf is False
+    with pytest.raises(SpecError) as e:
+        parse_spec({**data, "package": {"gguf": True, "ggfu": 1}}, REPO / "examples")
+    assert str(e.value) == "package.ggfu: unknown key"
