@@ -1,4 +1,4 @@
-"""The `distill` command: run, validate, verify, audit, report, clean."""
+"""The `distill` command: run, validate, verify, audit, report, clean, publish."""
 
 from __future__ import annotations
 
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     from distill.service.cli_service import add_commands  # submit, jobs, models: a Ray cluster and its artifacts
 
     add_commands(sub)
+    from distill.export.publish import add_command as add_publish  # publish: the Hugging Face Hub
+
+    add_publish(sub)
 
     args = p.parse_args(argv)
     from distill.cleanup import RunBusy

@@ -287,6 +287,13 @@ class Eval(Strict):
         return [{"name": b} if isinstance(b, str) else b for b in v]
 
 
+class Package(Strict):
+    """The package stage (distill/package.py, distill/export/)."""
+
+    gguf: bool = Field(True, description="also write gguf/: F16 and Q8_0 GGUF files and an Ollama Modelfile "
+                                         "(Llama, Qwen2/2.5 and Qwen3 students; others are noted and skipped)")
+
+
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     output_dir: str = Field(description="run directory; each stage writes a sub-directory")
@@ -299,6 +306,7 @@ class Spec(Strict):
     students: list[Student] = Field(min_length=1)
     eval: Eval = Field(default_factory=Eval)
     prices: Prices | None = Field(None, description="for the cost ledger in run.json and the package manifest")
+    package: Package = Field(default_factory=Package)
 
     @model_validator(mode="after")
     def _unique_students(self) -> Spec:

@@ -269,12 +269,14 @@ def test_spec_runs_to_succeeded_then_a_second_job_is_cancelled(head, client, art
     [model] = client.models.list()
     assert model.id == "run1/tiny-lora" and model.name == manifest["name"] == "tiny-lora"
     assert model.files == manifest["files"] and model.lineage == manifest["lineage"]
-    assert model.lineage["generated"] == 72 and model.variants == ["adapter", "merged"]
+    assert model.lineage["generated"] == 72 and model.variants == ["adapter", "gguf", "merged"]
     merged = client.models.download("tiny-lora", "merged", tmp_path / "student")
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(merged).num_parameters() > 0
     assert (client.models.download("tiny-lora", "adapter", tmp_path / "adapter") / "adapter_config.json").exists()
+    gguf = client.models.download("tiny-lora", variant="gguf", dest=tmp_path / "gguf")
+    assert sorted(p.name for p in gguf.iterdir()) == ["Modelfile", "tiny-lora-F16.gguf", "tiny-lora-Q8_0.gguf"]
 
     # The CLI sees the same.
     listing = _cli(head, "jobs", "list", "--address", head.address)
@@ -282,7 +284,7 @@ def test_spec_runs_to_succeeded_then_a_second_job_is_cancelled(head, client, art
     status_out = _cli(head, "jobs", "status", job.id, "--address", head.address)
     assert "status:  SUCCEEDED" in status_out.stdout and "problems 12, traces 72" in status_out.stdout
     models_out = _cli(head, "models", "list", "--artifacts", str(artifacts))
-    assert models_out.stdout.startswith("run1/tiny-lora  (lora on") and "adapter, merged" in models_out.stdout
+    assert models_out.stdout.startswith("run1/tiny-lora  (lora on") and "adapter, gguf, merged" in models_out.stdout
 
     # A second run of the same spec elsewhere, cancelled once the teacher is at work.
     second = client.jobs.create(spec, output_dir=str(artifacts / "run2"))

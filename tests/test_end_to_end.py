@@ -70,7 +70,18 @@ def test_whole_spec_then_rerun_skips(tmp_path, tiny_llama):
     listed = subprocess.run([sys.executable, "-m", "distill.cli", "models", "list", str(tmp_path), "--json"],
                             cwd=REPO, capture_output=True, text=True, check=True)
     [model] = json.loads(listed.stdout)
-    assert model["id"] == "run/tiny-lora" and model["scores"] == scores and model["variants"] == ["adapter", "merged"]
+    assert model["id"] == "run/tiny-lora" and model["scores"] == scores
+    assert model["variants"] == ["adapter", "gguf", "merged"]
+    assert sorted(p.name for p in (pkg / "gguf").iterdir()) == ["Modelfile", "tiny-lora-F16.gguf",
+                                                                "tiny-lora-Q8_0.gguf"]
+    assert "ollama create tiny-lora -f Modelfile" in card
+
+    # the SFT data is a Hub-ready dataset folder: its card parses and names the teacher and the funnel
+    from huggingface_hub import DatasetCard
+
+    data_card = DatasetCard.load(run / "sft" / "README.md")
+    assert data_card.data.configs[0]["data_files"] == [{"split": "train", "path": "train.parquet"}]
+    assert "- teacher: `smollm2-135m`" in data_card.text and f"kept: {st['verify']['kept']}" in data_card.text
 
     # a re-run skips every stage and leaves every artifact as it was
     before = {p: p.stat().st_mtime_ns for p in run.rglob("_DONE.json")}

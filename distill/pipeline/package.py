@@ -1,6 +1,7 @@
 """Stage 7, package: a student people can download and use, with its scores and lineage.
 
 `package/<student>/` holds `merged/` (safetensors + tokenizer + generation config), `adapter/` for LoRA,
+`gguf/` (F16 and Q8_0 GGUF files and an Ollama Modelfile, `distill/export/`; spec `package.gguf`),
 `README.md` (a model card whose metadata carries the scores in Hugging Face's `model-index` form, plus the eval
 table and lineage) and `manifest.json` (the same facts for machines, and the sha256 of every file).
 Files are hard-linked from the train stage when the filesystem allows, so packaging costs no extra disk.
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from distill.artifacts import file_digest
+from distill.export.gguf_folder import run_locally_section, write_gguf_folder
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -60,15 +62,17 @@ def _cost_line(ledger: dict | None) -> str:
 
 
 def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_scores: dict | None,
-                    lineage: dict, ledger: dict | None = None) -> dict:
+                    lineage: dict, ledger: dict | None = None, gguf: bool = True) -> dict:
     _link_tree(train_dir / "merged", out_dir / "merged")
     if (train_dir / "adapter").exists():
         _link_tree(train_dir / "adapter", out_dir / "adapter")
+    gguf_info = write_gguf_folder(out_dir / "merged", out_dir / "gguf", student.name) if gguf else None
+    has_gguf = bool(gguf_info and "files" in gguf_info)
     train_stats = json.loads((train_dir / "train_stats.json").read_text())
     meta = {
         "base_model": student.base,
         "library_name": "transformers",
-        "tags": ["distill", "reasoning", "sft", student.method],
+        "tags": ["distill", "reasoning", "sft", student.method] + (["gguf"] if has_gguf else []),
         "model-index": _model_index(student.name, scores),
     }
     d = scores["decoding"]
@@ -89,14 +93,16 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"{_cost_line(ledger)}\n"
         f"## Use\n\n```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
         f"tok = AutoTokenizer.from_pretrained(\"merged\")\nmodel = AutoModelForCausalLM.from_pretrained(\"merged\")\n```\n"
-        f"or `vllm serve merged`. The model thinks inside `<think>…</think>` and then answers in `\\boxed{{}}`.\n"
+        f"or `vllm serve merged`. The model thinks inside `<think>…</think>` and then answers in `\\boxed{{}}`.\n\n"
+        f"{run_locally_section(student.name, gguf_info)}"
     )
     (out_dir / "README.md").write_text(card)
     files = {str(p.relative_to(out_dir)): file_digest(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
     manifest = {
         "name": student.name, "base_model": student.base, "method": student.method,
         "scores": scores, "base_scores": base_scores, "lineage": lineage, "training": train_stats,
-        "ledger": ledger, "files": files,
+        "ledger": ledger, "gguf": gguf_info, "files": files,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return {"student": student.name, "files": len(files)}
+    return {"student": student.name, "files": len(files),
+            "gguf": sorted(gguf_info["files"]) if has_gguf else (gguf_info or {}).get("skipped", "off")}

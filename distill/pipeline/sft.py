@@ -6,7 +6,8 @@ the verified final answer restated in `\\boxed{}`, so every student learns one o
 reference (non-reasoning data) are kept as plain answers with no think block.
 
 Writes `train.parquet` and the same rows as an HF `datasets` dataset in `hf/`:
-  problem_id, sample_index, prompt (list of {role, content}), completion (list of {role, content}).
+  problem_id, sample_index, prompt (list of {role, content}), completion (list of {role, content}),
+and, given `card`, a Hub dataset card `README.md` (distill/export/dataset_card.py) beside the Parquet file.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
     return f"<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
-def build_sft_dataset(verify_dir: Path, out_dir: Path) -> dict:
+def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None) -> dict:
+    """`card`: name, teacher and spec_hash for the dataset card; None writes none."""
     import datasets
+
+    from distill.export.dataset_card import write_dataset_card
 
     kept = artifacts.read_table(verify_dir, "kept.parquet").to_pylist()
     rows = [
@@ -47,5 +51,7 @@ def build_sft_dataset(verify_dir: Path, out_dir: Path) -> dict:
     table = pa.Table.from_pylist(rows, schema=schemas.SFT)
     pq.write_table(table, out_dir / "train.parquet")
     datasets.Dataset(table).save_to_disk(str(out_dir / "hf"))
+    if card is not None:
+        write_dataset_card(out_dir, verify_dir, **card)
     return {"examples": len(rows), "reasoning": sum(r["reason"] != "unreferenced" for r in kept),
             "non_reasoning": sum(r["reason"] == "unreferenced" for r in kept)}

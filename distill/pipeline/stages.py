@@ -76,7 +76,11 @@ def _sft(run, item, out: Path):
     from distill.pipeline.sft import build_sft_dataset
 
     preflight.require_kept(run.markers["verify"]["stats"])  # 0 kept: a clear stop, not an IndexError in train
-    return build_sft_dataset(run.root / "verify", out)
+    # The dataset card's spec hash is the building run's: a later spec edit that leaves the data as it is does not
+    # rebuild the stage (nor retrain the students downstream of it).
+    s = run.spec
+    card = {"name": s.name, "teacher": s.teacher.model, "spec_hash": s.fingerprint()}
+    return build_sft_dataset(run.root / "verify", out, card=card)
 
 
 def _eval_base(run, base: str, out: Path):
@@ -116,7 +120,7 @@ def _package(run, name: str, out: Path):
 
     st = _student(run, name)
     return package_student(run.root / "train" / name, out, st, scores_of(run, name), base_scores_of(run, name),
-                           run.lineage(), run.costs())
+                           run.lineage(), run.costs(), gguf=run.spec.package.gguf)
 
 
 # ---------------------------------------------------------------- the graph
@@ -141,5 +145,6 @@ STAGES: tuple[Stage, ...] = (
           covers=lambda run, name: [_student(run, name).model_dump(), run.spec.seed]),
     Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks, covers=_eval_covers),
     Stage("package", _package, inputs=("eval",), each=_students,
-          covers=lambda run, name: [base_scores_of(run, name), run.lineage(), run.costs()]),
+          covers=lambda run, name: [base_scores_of(run, name), run.lineage(), run.costs(),
+                                    run.spec.package.model_dump()]),
 )

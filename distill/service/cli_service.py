@@ -214,6 +214,7 @@ def add_commands(sub) -> None:
     p.set_defaults(fn=_cmd_models_list)
     p = m.add_parser("download", parents=[art], help="copy a student's weights, checking their sha256")
     p.add_argument("name", help="student name, or <run>/<name> when several runs packaged one")
-    p.add_argument("--variant", choices=["merged", "adapter"], default="merged")
+    p.add_argument("--variant", choices=["merged", "adapter", "gguf"], default="merged",
+                   help="gguf: the F16 and Q8_0 GGUF files and the Ollama Modelfile")
     p.add_argument("--dest", help="directory (default ./<name>-<variant>)")
     p.set_defaults(fn=_cmd_models_download)

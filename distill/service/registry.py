@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from distill.service.errors import ClientError, IntegrityError, ModelNotFound
 
-Variant = Literal["merged", "adapter"]
+Variant = Literal["merged", "adapter", "gguf"]
+VARIANTS = ("merged", "adapter", "gguf")  # the package's sub-folders download() fetches
 
 
 class Model(BaseModel):
@@ -26,7 +27,8 @@ class Model(BaseModel):
     path: str = Field(description="the package directory (path or URL)")
     base_model: str
     method: str
-    variants: list[str] = Field(description="what download() can fetch: merged, and adapter for LoRA students")
+    variants: list[str] = Field(description="what download() can fetch: merged, adapter for LoRA students, gguf "
+                                            "(F16 and Q8_0 files and an Ollama Modelfile) when it was exported")
     scores: dict
     lineage: dict
     files: dict[str, str] = Field(description="path in the package -> sha256")
@@ -50,7 +52,7 @@ def list_models(root: str | Path) -> list[Model]:
             continue  # a package stage still being built
         manifest = json.loads(fs.cat_file(path))
         run = "/".join(pkg[len(base):].strip("/").split("/")[:-2])  # pkg is <root>/<run>/package/<student>
-        variants = sorted({f.split("/", 1)[0] for f in manifest["files"] if "/" in f} & {"merged", "adapter"})
+        variants = sorted({f.split("/", 1)[0] for f in manifest["files"] if "/" in f} & set(VARIANTS))
         url = fs.unstrip_protocol(pkg) if "://" in str(root) else pkg
         found.append(Model(name=manifest["name"], id=f"{run}/{manifest['name']}" if run else manifest["name"],
                            run=run, path=url, base_model=manifest["base_model"], method=manifest["method"],
@@ -74,9 +76,10 @@ def find(root: str | Path, name: str) -> Model:
 
 def download(root: str | Path, name: str, variant: Variant = "merged", dest: str | Path | None = None) -> Path:
     """Copy one variant of a packaged student to `dest` (default `./<name>-<variant>`), checking every file's
-    sha256 against the manifest. Returns `dest`, ready for `from_pretrained` (merged) or PEFT (adapter)."""
-    if variant not in ("merged", "adapter"):
-        raise ValueError(f"variant must be 'merged' or 'adapter', not {variant!r}")
+    sha256 against the manifest. Returns `dest`, ready for `from_pretrained` (merged), PEFT (adapter), or
+    `ollama create -f Modelfile` / `llama-cli -m` (gguf)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
     model = find(root, name)
     if variant not in model.variants:
         raise ModelNotFound(f"{model.id} has no '{variant}' variant ({model.method} fine-tune; has: "

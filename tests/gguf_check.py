@@ -1,0 +1,54 @@
+"""GGUF round trip checks shared by the export tests and the EOS (training) tests.
+
+The GGUF files are loaded back with transformers' own GGUF reader (`from_pretrained(dir, gguf_file=...)`), which
+undoes llama.cpp's conventions (Llama's q/k permutation, tied embeddings without `output.weight`, token types)
+independently of distill's writer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROMPTS = ["What is 2 + 3?", "What is 4 + 4?", "Name a prime number."]
+
+
+def load(model_dir: Path, gguf_dir: Path | None = None, gguf_file: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf_file is None:
+        return AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    # transformers' GGUF config map has no `attention.key_length` for qwen3 (it has it for qwen3_moe), so it
+    # falls back to Qwen3Config's default head_dim 128; the file carries the right one (test_export_gguf checks).
+    extra = {"head_dim": cfg["head_dim"]} if cfg["model_type"] == "qwen3" else {}
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32, **extra)
+    return model, AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+
+
+def compare(model_dir, gguf_dir, name, prompts=PROMPTS, max_new_tokens=24, q8_0=True):
+    """(whether the F16 file's greedy outputs equal the merged model's on every prompt, and the Q8_0 file's
+    top-1 agreement with the merged model at every position where the merged model chose a generated token)."""
+    import torch
+
+    ref, tok = load(model_dir)
+    f16, f16_tok = load(model_dir, gguf_dir, f"{name}-F16.gguf")
+    q8 = load(model_dir, gguf_dir, f"{name}-Q8_0.gguf")[0] if q8_0 else None
+    identical, agree, total = True, 0, 0
+    for prompt in prompts:
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=False)
+        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
+        # the GGUF's own tokenizer (rebuilt by transformers from tokens, merges and pre-tokenizer name) agrees
+        assert f16_tok(text, add_special_tokens=False).input_ids == ids[0].tolist()
+        with torch.no_grad():
+            want = ref.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+            got = f16.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+            identical &= torch.equal(want, got)
+            if q8 is not None:
+                # the positions that predicted the generated tokens: the model's own next-token choices
+                span = slice(ids.shape[1] - 1, want.shape[1] - 1)
+                a, b = ref(want).logits[0, span].argmax(-1), q8(want).logits[0, span].argmax(-1)
+                agree, total = agree + int((a == b).sum()), total + a.numel()
+    return identical, (agree / total if total else None)

@@ -1,0 +1,140 @@
+"""GGUF export: the files carry the tokenizer, the end-of-turn token and the chat template; the F16 file generates
+exactly what the model does and the Q8_0 file agrees on the next token almost everywhere (tests/gguf_check.py),
+for the EOS tests' students (trained as there) and the real SmolLM2.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from distill.pipeline.sft import assistant_turn
+from distill.export.gguf import GGUFUnsupported, export_gguf
+from tests.conftest import FAMILIES
+from tests.gguf_check import compare
+
+def _metadata(path):
+    from gguf import GGUFReader
+
+    r = GGUFReader(str(path))
+    # the token and merge lists are read as counts: decoding 49k strings in Python takes seconds
+    fields = {k: len(f.data) if k in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges") else f.contents()
+              for k, f in r.fields.items()}
+    return fields, {t.name: t.tensor_type.name for t in r.tensors}
+
+
+# Qwen3 (added `<think>` tokens, q/k norms, explicit head_dim) in the fast suite; the others with the slow ones.
+@pytest.mark.parametrize("family", [pytest.param("qwen2_5", marks=pytest.mark.slow), "qwen3",
+                                    pytest.param("llama3", marks=pytest.mark.slow)])
+def test_family_gguf_carries_tokenizer_and_template(family, tiny_family, tmp_path):
+    """Untrained tiny students (fast): the metadata, and the Q8_0 weight error bound."""
+    from gguf import GGUFReader, GGMLQuantizationType
+    from gguf.quants import dequantize
+    from transformers import AutoTokenizer
+
+    base = tiny_family(family)
+    written = export_gguf(base, tmp_path, "tiny")
+    assert [w.path.name for w in written] == ["tiny-F16.gguf", "tiny-Q8_0.gguf"]
+    tok = AutoTokenizer.from_pretrained(base)
+    fields, types = _metadata(tmp_path / "tiny-F16.gguf")
+    arch = FAMILIES[family][0]
+    assert fields["general.architecture"] == arch
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.pre"] == {"qwen2_5": "qwen2", "qwen3": "llama-bpe", "llama3": "llama-bpe"}[family]
+    assert fields["tokenizer.chat_template"] == tok.chat_template
+    eot = tok.convert_tokens_to_ids(FAMILIES[family][3])
+    assert fields["tokenizer.ggml.eot_token_id"] == eot and fields["tokenizer.ggml.eos_token_id"] == eot
+    assert fields["tokenizer.ggml.tokens"] == len(tok) and fields["tokenizer.ggml.merges"] > 0
+    token_types = fields["tokenizer.ggml.token_type"]
+    assert token_types[eot] == 3  # CONTROL
+    if family == "qwen3":
+        assert token_types[tok.convert_tokens_to_ids("<think>")] == 4  # USER_DEFINED: shown in output
+        assert fields["qwen3.attention.key_length"] == 32
+    if arch == "qwen2":
+        assert "blk.0.attn_q.bias" in types
+    if arch == "qwen3":
+        assert "blk.0.attn_q_norm.weight" in types
+    assert types["blk.0.attn_norm.weight"] == "F32" and types["blk.0.attn_q.weight"] == "F16"
+
+    # Q8_0: every weight within half a quantisation step of the original (blocks of 32, step = max/127, stored
+    # as f16: its rounding adds up to 127 * 2^-11 of a step)
+    from safetensors.numpy import load_file
+
+    hf = load_file(str(base / "model.safetensors"))
+    q8 = {t.name: t for t in GGUFReader(str(tmp_path / "tiny-Q8_0.gguf")).tensors}
+    t = q8["blk.0.ffn_down.weight"]
+    assert t.tensor_type == GGMLQuantizationType.Q8_0
+    orig = hf["model.layers.0.mlp.down_proj.weight"]
+    step = np.abs(orig.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
+    err = np.abs(dequantize(t.data, t.tensor_type).reshape(-1, 32) - orig.reshape(-1, 32))
+    assert (err <= step * (0.5 + 127 * 2**-11) + 1e-7).all()
+
+
+def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
+    """Fast: Llama's q/k permutation undone by transformers' reader gives back the exact model."""
+    base = tiny_family("llama3")
+    export_gguf(base, tmp_path, "tiny", quants=("F16",))
+    identical, _ = compare(base, tmp_path, "tiny", max_new_tokens=12, q8_0=False)
+    assert identical
+
+
+def _sft_dir(tmp_path):
+    """tests/test_train.py's two examples."""
+    import datasets
+
+    rows = [{"prompt": [{"role": "user", "content": q}],
+             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
+            for q, a in (("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"))]
+    sft = tmp_path / "sft"
+    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
+    return sft
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
+def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
+    """The EOS tests' students, trained the same way (full SFT until they answer and stop): F16 greedy output
+    identical to the merged model's, Q8_0 top-1 next-token agreement >= 99%."""
+    from distill.spec import Student
+    from distill.pipeline.train import train_student
+
+    student = Student(name=f"f-{family}", base=str(tiny_family(family)), method="full", epochs=60,
+                      learning_rate=1e-2, batch_size=4, max_length=256)
+    out = tmp_path / "train"
+    out.mkdir()
+    train_student(_sft_dir(tmp_path), out, student, seed=0)
+    export_gguf(out / "merged", tmp_path / "gguf", student.name)
+    identical, agreement = compare(out / "merged", tmp_path / "gguf", student.name)
+    print(f"{family}: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
+    assert identical
+    assert agreement >= 0.99
+
+
+SMOLLM2_PROMPTS = ["What is 2 + 3?", "What is 12 times 7?", "Solve x + 5 = 9.", "Name a prime number.",
+                   "What is the capital of France?", "How many legs does a spider have?"]
+
+
+@pytest.mark.slow
+def test_smollm2_student_round_trips(tmp_path):
+    """The real SmolLM2-135M (a Llama with tied embeddings and GPT-2 pre-tokenizer)."""
+    from pathlib import Path
+
+    from distill.models import resolve_model
+
+    base = Path(resolve_model("smollm2-135m"))
+    export_gguf(base, tmp_path, "smollm2")
+    fields, types = _metadata(tmp_path / "smollm2-F16.gguf")
+    assert "output.weight" not in types  # tied: llama.cpp reuses token_embd
+    assert fields["tokenizer.ggml.pre"] == "gpt2"
+    identical, agreement = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48)
+    print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
+    assert identical
+    assert agreement >= 0.99
+
+
+def test_unsupported_architecture_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(GGUFUnsupported, match=r"^architecture 'gpt2' \(GGUF export knows llama, qwen2, qwen3\)$"):
+        export_gguf(tmp_path, tmp_path / "gguf", "x")
