@@ -232,7 +232,13 @@ TEMPLATE = """<!doctype html>
       <td class="n" data-model="{{ c.model }}" data-benchmark="{{ r.benchmark }}"
           data-pass1="{{ c.s['pass@1'] }}" data-stderr="{{ c.s.stderr }}">
         {{- '%.1f' % (100 * c.s['pass@1']) }} ± {{ '%.1f' % (100 * c.s.stderr) }}
-        {% if c.delta is not none %}
+        {% if c.paired %}
+        <div class="sub paired {{ 'delta-up' if c.delta > 0 else 'delta-down' if c.delta < 0 }}"
+             data-difference="{{ c.paired.difference }}" data-paired-stderr="{{ c.paired.paired_stderr }}"
+             data-exceeds-2se="{{ c.paired.exceeds_2se | lower }}">
+          {{- '%+.1f' % c.delta }} ± {{ '%.1f' % (100 * c.paired.paired_stderr) }} vs base (paired);
+          {{ '> 2 se' if c.paired.exceeds_2se else 'not significant' }}</div>
+        {% elif c.delta is not none %}
         <div class="sub {{ 'delta-up' if c.delta > 0 else 'delta-down' if c.delta < 0 }}">
           {{- '%+.1f' % c.delta }} vs base</div>
         {% endif %}

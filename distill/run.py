@@ -121,11 +121,14 @@ class Runner:
             train_dir = self.root / train_key
 
             scores = None
-            fp_eval = artifacts.fingerprint("eval", fp_train, fp_eval_cfg, s.teacher.num_gpus, s.seed)
+            # With its base scored, the student's scores carry the paired student − base comparison (vs_base).
+            base_dir = self.root / f"eval/base-{_slug(st.base)}" if st.base in base_scores else None
+            base_fp = self.markers[f"eval/base-{_slug(st.base)}"]["fingerprint"] if base_dir else None
+            fp_eval = artifacts.fingerprint("eval", fp_train, fp_eval_cfg, s.teacher.num_gpus, s.seed, base_fp)
             if ev.benchmarks:
                 key = f"eval/{st.name}"
-                self.stage(key, fp_eval, lambda d, st=st: evaluate_model(
-                    str(train_dir / "merged"), st.name, ev, s.teacher, s.seed, d))
+                self.stage(key, fp_eval, lambda d, st=st, bd=base_dir: evaluate_model(
+                    str(train_dir / "merged"), st.name, ev, s.teacher, s.seed, d, base_dir=bd))
                 scores = json.loads((self.root / key / "scores.json").read_text())
             scores = scores or {"benchmarks": {}, "decoding": {**fp_eval_cfg, "seed": s.seed}}
 
