@@ -84,9 +84,9 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
     for bench in ev.benchmarks:
         problems = by_bench.get(bench.name, {})
         mean, stderr = pass_at_1(problems) if problems else (0.0, 0.0)
+        failures = format_failure_rate(reasons.get(bench.name, []))  # no answer or cut off: form, not value
         scores["benchmarks"][bench.name] = {"pass@1": round(mean, 4), "stderr": round(stderr, 4),
-                                            "problems": len(problems), "k": ev.k,
-                                            "format_failures": round(format_failure_rate(reasons.get(bench.name, [])), 4)}
+                                            "problems": len(problems), "k": ev.k, "format_failures": round(failures, 4)}
     if base_dir is not None:
         scores["vs_base"] = compare_to_base(samples, base_dir)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))

@@ -91,8 +91,8 @@ def format_table(rows: list[dict], student: str) -> str:
     def pct(s: dict | None) -> str:
         return f"{100 * s['pass@1']:5.1f} ± {100 * s['stderr']:.1f}" if s else "-"
 
-    lines = [f"{student}: pass@1 (%) on held-out problems",
-             f"  {'benchmark':<18} {'problems':>8} {'k':>2}  {'base':>12}  {'student':>12}  student − base (paired se)"]
+    head = f"  {'benchmark':<18} {'problems':>8} {'k':>2}  {'base':>12}  {'student':>12}  student − base (paired se)"
+    lines = [f"{student}: pass@1 (%) on held-out problems", head]
     for r in rows:
         p = r["paired"]
         diff = "-" if not p else (f"{100 * p['difference']:+5.1f} ± {100 * p['paired_stderr']:.1f}  "

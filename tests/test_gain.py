@@ -18,7 +18,8 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-SYSTEM = "Solve the word problem in a few short steps: one line per operation with its arithmetic. End with: The answer is \\boxed{N}."
+SYSTEM = ("Solve the word problem in a few short steps: one line per operation with its arithmetic. "
+          "End with: The answer is \\boxed{N}.")
 
 
 def _format_failures(eval_dir) -> tuple[int, int]:
