@@ -72,9 +72,9 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
     ])
     pq.write_table(samples, out_dir / "samples.parquet")
     by_bench = correct_by_problem(samples)
-    reasons: dict[str, list] = {}
+    outcomes: dict[str, list] = {}
     for r, v in zip(rows, verdicts):
-        reasons.setdefault(r["benchmark"], []).append(v.reason)
+        outcomes.setdefault(r["benchmark"], []).append((v.reason, r["finish_reason"], bool(v.correct)))
     scores = {
         "model": label,
         "benchmarks": {},
@@ -84,7 +84,7 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
     for bench in ev.benchmarks:
         problems = by_bench.get(bench.name, {})
         mean, stderr = pass_at_1(problems) if problems else (0.0, 0.0)
-        failures = format_failure_rate(reasons.get(bench.name, []))  # no answer or cut off: form, not value
+        failures = format_failure_rate(outcomes.get(bench.name, []))  # no answer or cut off: form, not value
         scores["benchmarks"][bench.name] = {"pass@1": round(mean, 4), "stderr": round(stderr, 4),
                                             "problems": len(problems), "k": ev.k, "format_failures": round(failures, 4)}
     if base_dir is not None:

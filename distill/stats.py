@@ -68,10 +68,16 @@ def paired_difference(base: Mapping[str, Iterable[bool]], student: Mapping[str, 
             "exceeds_2se": abs(diff) > 2 * se}
 
 
-def format_failure_rate(reasons: Iterable[str | None]) -> float:
-    """Share of samples that failed on form (FORMAT_FAILURES), not on the answer's value."""
-    rs = list(reasons)
-    return sum(r in FORMAT_FAILURES for r in rs) / len(rs) if rs else 0.0
+def is_format_failure(reason: str | None, finish_reason: str | None, correct: bool) -> bool:
+    """A wrong sample that failed on form: no final answer could be read, or it ran to the token limit (eval
+    keeps cut samples and judges them, so a cut one can carry a stray number: it still counts as cut)."""
+    return not correct and (reason in FORMAT_FAILURES or finish_reason == "length")
+
+
+def format_failure_rate(samples: Iterable[tuple[str | None, str | None, bool]]) -> float:
+    """Share of (reason, finish_reason, correct) samples that failed on form, not on the answer's value."""
+    flags = [is_format_failure(*s) for s in samples]
+    return sum(flags) / len(flags) if flags else 0.0
 
 
 def comparison_rows(scores: dict, base_scores: dict | None) -> list[dict]:

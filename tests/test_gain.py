@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from distill.stats import FORMAT_FAILURES
+from distill.stats import is_format_failure
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -23,8 +23,8 @@ SYSTEM = ("Solve the word problem in a few short steps: one line per operation w
 
 
 def _format_failures(eval_dir) -> tuple[int, int]:
-    reasons = pq.read_table(eval_dir / "samples.parquet", columns=["reason"]).column("reason").to_pylist()
-    return sum(r in FORMAT_FAILURES for r in reasons), len(reasons)
+    rows = pq.read_table(eval_dir / "samples.parquet", columns=["reason", "finish_reason", "correct"]).to_pylist()
+    return sum(is_format_failure(r["reason"], r["finish_reason"], r["correct"]) for r in rows), len(rows)
 
 
 def test_student_makes_fewer_format_failures_than_its_base(tmp_path):

@@ -55,7 +55,10 @@ def test_paired_difference_refuses_different_problems_or_k():
 
 
 def test_format_failures_count_no_answer_and_truncated():
-    assert format_failure_rate(["no_answer", "truncated", "incorrect", None, "no_answer:empty"]) == 0.4
+    samples = [("no_answer", "stop", False), ("truncated", "length", False), ("incorrect", "length", False),
+               ("incorrect", "stop", False), ("correct", "length", True)]
+    # no answer; cut; cut with a stray number read as a wrong answer -> 3 of 5. A right answer is never a failure.
+    assert format_failure_rate(samples) == 0.6
 
 
 def _samples(table: dict[str, list[bool]], reasons: str = "incorrect") -> pa.Table:
