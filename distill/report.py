@@ -16,7 +16,8 @@
 It works on a run in progress: a section whose stage has not finished says which stage it waits for.
 Charts are matplotlib figures inlined as SVG, so the page needs no network and runs no JavaScript. Every
 number a script may want to check is also in a `data-*` attribute: `data-metric`/`data-value` for scalars,
-`data-reason`/`data-count` for funnel rows, `data-model`/`data-benchmark`/`data-pass1`/`data-stderr` for scores.
+`data-reason`/`data-count` for funnel rows, `data-model`/`data-benchmark`/`data-pass1`/`data-stderr` for scores,
+`data-difference`/`data-paired-stderr`/`data-exceeds-2se` for a student's paired comparison with its base.
 
 The ledger. Prices come from the spec's `prices` ({currency, accelerator_hour, prompt_tokens_per_million,
 completion_tokens_per_million}, each optional); with none the page says "no prices in spec". Each finished
