@@ -29,12 +29,26 @@ def _cmd_run(args) -> int:
     from distill.pipeline.runner import run
 
     summary = run(spec)
+    _print_comparison(summary)
     print(f"\nrun directory: {summary['output_dir']}")
     for pkg in summary["packages"]:
         print(f"package:       {pkg}\nmodel card:    {pkg}/README.md")
     if summary.get("report"):
         print(f"report:        {summary['report']}")
     return 0
+
+
+def _print_comparison(summary: dict) -> None:
+    """Each packaged student's base-vs-student table, from its manifest (what the run achieved, significant or not)."""
+    import json
+    from pathlib import Path
+
+    from distill.stats import comparison_rows, format_table
+
+    for pkg in summary["packages"]:
+        m = json.loads((Path(pkg) / "manifest.json").read_text())
+        if m["scores"].get("benchmarks"):
+            print("\n" + format_table(comparison_rows(m["scores"], m["base_scores"]), m["name"]))
 
 
 def _raise_interrupt(signum, frame):

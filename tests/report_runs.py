@@ -139,7 +139,12 @@ def _scores(d: Path, key: str, label: str) -> dict:
                                           "sample_index": 0, "response": "\\boxed{1}", "correct": False}]),
                    d / "samples.parquet")
     decoding = {"k": 2, "temperature": 0.6, "top_p": 0.95, "max_tokens": 256, "seed": 0}
-    return _write_json(d / "scores.json", {"model": label, "benchmarks": benchmarks, "decoding": decoding})
+    scores = {"model": label, "benchmarks": benchmarks, "decoding": decoding}
+    if key != BASE_KEY:  # a student: the paired comparison with its base (made-up, as the scores are)
+        scores["vs_base"] = {"model": "base:smollm2-135m", "benchmarks": {
+            "gsm8k_test": {"difference": 0.0625, "paired_stderr": 0.0442, "problems": 16, "k": 2, "exceeds_2se": False},
+            "math500": {"difference": 0.0313, "paired_stderr": 0.0102, "problems": 16, "k": 2, "exceeds_2se": True}}}
+    return _write_json(d / "scores.json", scores)
 
 
 def _train(d: Path) -> dict:

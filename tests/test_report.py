@@ -83,6 +83,17 @@ def test_finished_run_numbers_equal_the_stats_files(finished):
         expected.update({(key.split("/")[1], b): (s["pass@1"], s["stderr"]) for b, s in scores["benchmarks"].items()})
     assert cells == expected
 
+    # each student cell shows student − base ± the paired standard error from its scores.json
+    vs_base = json.loads((finished / f"eval/{STUDENT}" / "scores.json").read_text())["vs_base"]["benchmarks"]
+    shown = {a["data-difference"]: a for a in page.with_attr("data-difference")}
+    assert len(shown) == len(vs_base)
+    for bench, p in vs_base.items():
+        attrs = shown[str(p["difference"])]
+        assert float(attrs["data-paired-stderr"]) == p["paired_stderr"]
+        assert attrs["data-exceeds-2se"] == str(p["exceeds_2se"]).lower()
+    assert "+6.2 ± 4.4 vs base (paired); not significant" in " ".join(html.split())
+    assert "+3.1 ± 1.0 vs base (paired); &gt; 2 se" in " ".join(html.split())
+
 
 def test_page_is_self_contained_and_escaped(finished):
     html, page = _page(finished)

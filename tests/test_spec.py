@@ -29,9 +29,17 @@ def test_quickstart_spec_is_valid():
     assert spec.teacher.model == "smollm2-135m"
     assert spec.sampling.n == 4
     assert spec.students[0].method == "lora"
-    assert [b.name for b in spec.eval.benchmarks] == ["gsm8k_test", "math500"]
+    assert [b.name for b in spec.eval.benchmarks] == ["gsm8k_test", "arith_steps_test"]
     # local paths are resolved against the spec file, so the run does not depend on the current directory
     assert spec.prompts.sources[1].path.endswith("datasets_spec/data/arithmetic.jsonl")
+
+
+def test_gain_spec_is_valid_and_evaluates_500_held_out_problems():
+    spec = load_spec(REPO / "examples" / "gain.yaml")
+    assert spec.teacher.model == spec.students[0].base == "smollm2-135m" and spec.sampling.until_verified
+    assert [(b.name, b.problems) for b in spec.eval.benchmarks] == [("arith_steps_test", 500)]
+    assert spec.prompts.sources[0].dataset == "arith_steps_train" and spec.filter.decontaminate
+    assert spec.teacher.engine["enforce_eager"] is True
 
 
 def test_unknown_key_names_the_field():

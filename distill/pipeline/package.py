@@ -18,6 +18,7 @@ import yaml
 
 from distill.artifacts import file_digest
 from distill.export.gguf_folder import run_locally_section, write_gguf_folder
+from distill.stats import comparison_rows
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -31,12 +32,16 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _eval_table(scores: dict, base_scores: dict | None) -> str:
-    head = "| benchmark | problems | k | base pass@1 | student pass@1 |\n|---|---|---|---|---|\n"
+    head = ("| benchmark | problems | k | base pass@1 | student pass@1 | student − base (paired se) | > 2 se |\n"
+            "|---|---|---|---|---|---|---|\n")
     lines = []
-    for name, s in scores["benchmarks"].items():
-        b = (base_scores or {}).get("benchmarks", {}).get(name)
+    for r in comparison_rows(scores, base_scores):
+        b, s, p = r["base"], r["student"], r["paired"]
         base = f"{100 * b['pass@1']:.1f} ± {100 * b['stderr']:.1f}" if b else "-"
-        lines.append(f"| {name} | {s['problems']} | {s['k']} | {base} | {100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} |")
+        diff = f"{100 * p['difference']:+.1f} ± {100 * p['paired_stderr']:.1f}" if p else "-"
+        clear = ("yes" if p["exceeds_2se"] else "no") if p else "-"
+        lines.append(f"| {r['benchmark']} | {r['problems']} | {r['k']} | {base} | "
+                     f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} | {diff} | {clear} |")
     return head + "\n".join(lines)
 
 
@@ -82,7 +87,9 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"A reasoning student distilled from **{lineage['teacher']}** into **{student.base}** "
         f"({student.method} fine-tune) by distill.\n\n"
         f"## Evaluation\n\n{_eval_table(scores, base_scores)}\n\n"
-        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems. Decoding: temperature "
+        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems; student − base is "
+        f"the mean of per-problem differences over the same problems and k, ± its paired standard error. "
+        f"Decoding: temperature "
         f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens, seed {d['seed']}.\n\n"
         f"## Lineage\n\n"
         f"- teacher: `{lineage['teacher']}`\n- spec: `{lineage['spec_name']}` (sha256 prefix `{lineage['spec_hash']}`)\n"

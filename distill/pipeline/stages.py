@@ -96,11 +96,18 @@ def _train(run, name: str, out: Path):
                          checkpoint_dir=run.root / "checkpoints" / name)
 
 
+def _base_eval_dir(run, name: str) -> Path | None:
+    """The student's base model's finished eval, if this run scored it: the student's scores then carry the paired
+    student − base comparison (`vs_base`)."""
+    path = run.root / base_eval_key(_student(run, name).base)
+    return path if base_eval_key(_student(run, name).base) in run.markers else None
+
+
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
     return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, run.spec.teacher,
-                          run.spec.seed, out)
+                          run.spec.seed, out, base_dir=_base_eval_dir(run, name))
 
 
 def scores_of(run, name: str) -> dict:
@@ -125,6 +132,11 @@ def _package(run, name: str, out: Path):
 
 # ---------------------------------------------------------------- the graph
 
+def _base_eval_fingerprint(run, name: str) -> str | None:
+    marker = run.markers.get(base_eval_key(_student(run, name).base))
+    return marker["fingerprint"] if marker else None
+
+
 def _eval_covers(run, item) -> list:
     return [run.spec.eval.model_dump(), student_engine(run.spec.teacher).num_gpus, run.spec.seed]
 
@@ -143,7 +155,8 @@ STAGES: tuple[Stage, ...] = (
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
     Stage("train", _train, inputs=("sft",), each=_students,
           covers=lambda run, name: [_student(run, name).model_dump(), run.spec.seed]),
-    Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks, covers=_eval_covers),
+    Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks,
+          covers=lambda run, name: [*_eval_covers(run, name), _base_eval_fingerprint(run, name)]),
     Stage("package", _package, inputs=("eval",), each=_students,
           covers=lambda run, name: [base_scores_of(run, name), run.lineage(), run.costs(),
                                     run.spec.package.model_dump()]),

@@ -7,7 +7,8 @@
   overview   headline numbers and every stage's state (done / running / pending), time and stats
   funnel     generated -> each drop, by reason -> kept
   lengths    completion-length histograms of kept and rejected traces
-  scores     pass@1 per benchmark for each base model and student, ± one standard error
+  scores     pass@1 per benchmark for each base model and student, ± one standard error; each student's
+             student − base ± its paired standard error (scores.json's vs_base)
   ledger     teacher tokens, wall and accelerator time per stage, cost when prices are known
   spec       the validated spec the run used
   examples   one kept trace and one rejected trace per reason
@@ -15,7 +16,8 @@
 It works on a run in progress: a section whose stage has not finished says which stage it waits for.
 Charts are matplotlib figures inlined as SVG, so the page needs no network and runs no JavaScript. Every
 number a script may want to check is also in a `data-*` attribute: `data-metric`/`data-value` for scalars,
-`data-reason`/`data-count` for funnel rows, `data-model`/`data-benchmark`/`data-pass1`/`data-stderr` for scores.
+`data-reason`/`data-count` for funnel rows, `data-model`/`data-benchmark`/`data-pass1`/`data-stderr` for scores,
+`data-difference`/`data-paired-stderr`/`data-exceeds-2se` for a student's paired comparison with its base.
 
 The ledger. Prices come from the spec's `prices` ({currency, accelerator_hour, prompt_tokens_per_million,
 completion_tokens_per_million}, each optional); with none the page says "no prices in spec". Each finished
@@ -317,6 +319,7 @@ def _models(run: Run) -> list[dict]:
             "key": key, "name": name, "label": scores.get("model") or name, "is_base": is_base(name),
             "color": BASE if is_base(name) else STUDENTS[n_students % len(STUDENTS)],
             "scores": scores.get("benchmarks", {}), "decoding": scores.get("decoding"),
+            "paired": (scores.get("vs_base") or {}).get("benchmarks", {}),  # student − base, per problem
             "base_key": base_eval_key(base) if base else None,
         })
     return models
@@ -340,8 +343,10 @@ def scores(run: Run) -> dict:
         for m in scored:
             s = m["scores"].get(bench)
             base = by_key.get(m["base_key"], {}).get("scores", {}).get(bench) if m["base_key"] else None
-            delta = 100 * (s["pass@1"] - base["pass@1"]) if s and base else None
-            cells.append({"model": m["name"], "s": s, "delta": delta})
+            paired = m["paired"].get(bench)
+            delta = (100 * paired["difference"] if paired else
+                     100 * (s["pass@1"] - base["pass@1"]) if s and base else None)
+            cells.append({"model": m["name"], "s": s, "delta": delta, "paired": paired})
         first = next((m["scores"][bench] for m in scored if bench in m["scores"]), {})
         rows.append({"benchmark": bench, "problems": first.get("problems"), "k": first.get("k"), "cells": cells})
     pending = [m["key"] for m in models if not m["scores"]]
