@@ -7,7 +7,7 @@ import pytest
 
 from distill import ledger
 from distill.teachers.base import Adaptive
-from distill.teachers.vllm import placement
+from distill.teachers.vllm import VLLMBackend, placement
 from distill.spec import Prices, Sampling, SpecError, VLLMTeacher, parse_spec
 
 
@@ -28,6 +28,17 @@ def test_placement_tensor_and_pipeline_parallel_become_placement_groups():
     assert len(pp["bundles"]) == 9 and pp["strategy"] == "PACK" and pp["world_size"] == 8
     with pytest.raises(ValueError, match="num_gpus"):
         placement(VLLMTeacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 4}))
+
+
+def test_cpu_engines_start_eager_unless_the_spec_says_otherwise():
+    cpu = VLLMBackend(VLLMTeacher(model="m", num_gpus=0, engine={"max_model_len": 512}), seed=0).engine_kwargs()
+    assert cpu["enforce_eager"] is True and cpu["max_model_len"] == 512 and cpu["dtype"] == "float32"
+    compiled = VLLMBackend(VLLMTeacher(model="m", engine={"enforce_eager": False}), seed=0).engine_kwargs()
+    assert compiled["enforce_eager"] is False
+    gpu = VLLMBackend(VLLMTeacher(model="m", num_gpus=1, engine={"max_model_len": 512}), seed=0).engine_kwargs()
+    assert gpu == {"max_model_len": 512}  # on GPUs vLLM's own defaults (CUDA graphs) stand
+    tp = VLLMBackend(VLLMTeacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 2}), seed=0).engine_kwargs()
+    assert tp == {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"}
 
 
 def test_ledger_costs_and_totals():
