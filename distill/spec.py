@@ -101,12 +101,6 @@ def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
     return {**fields, **teacher.model_dump()}
 
 
-def student_engine(teacher: VLLMTeacher | OpenAITeacher) -> VLLMTeacher:
-    """The vLLM settings students (and base models) are evaluated with: a vLLM teacher's placement, else the
-    defaults (students are always served by vLLM here, even when the teacher was an API)."""
-    return teacher if isinstance(teacher, VLLMTeacher) else VLLMTeacher(model=teacher.model)
-
-
 class Source(Strict):
     """One place prompts come from: a datasets_spec entry (source or mixture), or a local file."""
 
@@ -280,6 +274,23 @@ class Eval(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(1024, ge=1)
     include_base: bool = Field(True, description="also score each student's base model")
+    # Where students and base models are served: eval's own vLLM engines, nothing taken from the teacher (a 32B
+    # teacher's tensor_parallel_size or 32k context would be pushed onto a 1.5B student; an API teacher has none).
+    engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the eval "
+                                   "engines' vllm.LLM (CPU build: distill's CPU defaults under them)")
+    max_model_len: int | None = Field(None, ge=16, description="context of the eval engines; unset: vLLM's "
+                                      "default (the model's own; 4096 on the CPU build)")
+    replicas: int = Field(1, ge=1, description="data-parallel eval engine copies (Ray actors)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per eval replica; unset: 1 when the spec uses "
+                                   "GPUs (a vLLM teacher with num_gpus > 0, or students training on GPUs), else 0 "
+                                   "(the CPU build)")
+    num_cpus: float = Field(1, gt=0, description="CPUs reserved per eval replica")
+
+    @model_validator(mode="after")
+    def _context_once(self) -> "Eval":
+        if self.max_model_len is not None and "max_model_len" in self.engine:
+            raise ValueError("max_model_len is set both here and in eval.engine: give it once")
+        return self
 
     @field_validator("benchmarks", mode="before")
     @classmethod
@@ -318,6 +329,23 @@ class Spec(Strict):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def uses_gpus(spec: Spec) -> bool:
+    """The spec runs on a GPU cluster: its vLLM teacher or its students' training workers ask for GPUs."""
+    t = spec.teacher
+    return (isinstance(t, VLLMTeacher) and t.num_gpus > 0) or any(s.gpus_per_worker > 0 for s in spec.students)
+
+
+def eval_placement(spec: Spec, model: str = "") -> VLLMTeacher:
+    """The vLLM engines students and base models are scored on, from `spec.eval` alone (never the teacher's):
+    one GPU per replica on a GPU cluster (what a 0.5B-14B student needs; set `eval.num_gpus` and
+    `eval.engine.tensor_parallel_size` for bigger ones), else the CPU build."""
+    ev = spec.eval
+    gpus = ev.num_gpus if ev.num_gpus is not None else (1 if uses_gpus(spec) else 0)
+    engine = {**ev.engine, **({"max_model_len": ev.max_model_len} if ev.max_model_len is not None else {})}
+    return VLLMTeacher(model=model or "eval", engine=engine, num_gpus=gpus, replicas=ev.replicas,
+                       num_cpus=ev.num_cpus)
 
 
 def _field_path(loc: tuple) -> str:

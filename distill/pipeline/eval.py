@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from distill import schemas
 from distill.pipeline.generate import generate_table
 from distill.sources import source_rows
-from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher, student_engine
+from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, VLLMTeacher
 from distill.verify import judge_many
 
 
@@ -43,11 +43,11 @@ def pass_at_1(correct_by_problem: dict[str, list[bool]]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: int, out_dir: Path) -> dict:
+def evaluate_model(model: str, label: str, ev: Eval, placement: VLLMTeacher, seed: int, out_dir: Path) -> dict:
+    """`placement`: eval's own engines (`spec.eval_placement`), never the teacher's."""
     prompts = benchmark_prompts(ev)
     sampling = Sampling(n=ev.k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens)
-    # Students are always served by vLLM here (the teacher's placement when it is a vLLM teacher).
-    engine = student_engine(placement).model_copy(update={"model": model, "system_prompt": None, "replicas": 1})
+    engine = placement.model_copy(update={"model": model, "system_prompt": None})
     table = generate_table(prompts, model, sampling, engine, seed)
     rows = table.to_pylist()
     verdicts = judge_many([(r["response"], r["answer"], r["finish_reason"], False) for r in rows], workers=1)

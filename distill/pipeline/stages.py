@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import student_engine, teacher_fingerprint
+from distill.spec import eval_placement, teacher_fingerprint
 
 
 def _students(spec: dict) -> list[str]:
@@ -86,7 +86,7 @@ def _sft(run, item, out: Path):
 def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(base, f"base:{base}", run.spec.eval, run.spec.teacher, run.spec.seed, out)
+    return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out)
 
 
 def _train(run, name: str, out: Path):
@@ -99,7 +99,7 @@ def _train(run, name: str, out: Path):
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, run.spec.teacher,
+    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec),
                           run.spec.seed, out)
 
 
@@ -108,7 +108,8 @@ def scores_of(run, name: str) -> dict:
     path = run.root / "eval" / name / "scores.json"
     if run.spec.eval.benchmarks and path.exists():
         return json.loads(path.read_text())
-    return {"benchmarks": {}, "decoding": {**run.spec.eval.model_dump(), "seed": run.spec.seed}}
+    return {"benchmarks": {}, "decoding": {**run.spec.eval.model_dump(exclude=EVAL_PLACEMENT_FIELDS),
+                                           "seed": run.spec.seed}}
 
 
 def base_scores_of(run, name: str) -> dict | None:
@@ -125,8 +126,17 @@ def _package(run, name: str, out: Path):
 
 # ---------------------------------------------------------------- the graph
 
+# Eval fields that only say where and how fast eval runs: a change re-uses the scores.
+EVAL_PLACEMENT_FIELDS = {"engine", "max_model_len", "replicas", "num_gpus", "num_cpus"}
+
+
 def _eval_covers(run, item) -> list:
-    return [run.spec.eval.model_dump(), student_engine(run.spec.teacher).num_gpus, run.spec.seed]
+    ev = run.spec.eval
+    placed = eval_placement(run.spec)
+    # The device kind (0: CPU build, 1: GPUs), not the count, written as 0/1 so runs made before eval had its own
+    # placement keep their fingerprints; engine settings only when set, for the same reason.
+    covers = [ev.model_dump(exclude=EVAL_PLACEMENT_FIELDS), int(placed.num_gpus > 0), run.spec.seed]
+    return covers + ([placed.engine] if placed.engine else [])
 
 
 STAGES: tuple[Stage, ...] = (
