@@ -259,6 +259,9 @@ class Student(Strict):
 class Benchmark(Strict):
     name: str
     problems: int | None = Field(None, ge=1, description="first N problems; all when unset")
+    # R1's protocol differs per benchmark (open-r1: 64 samples for AIME, 4 for MATH-500; up to 32,768 tokens).
+    k: int | None = Field(None, ge=1, description="samples per problem; unset: eval.k")
+    max_tokens: int | None = Field(None, ge=1, description="new tokens per sample; unset: eval.max_tokens")
 
     @field_validator("name")
     @classmethod
@@ -285,6 +288,10 @@ class Eval(Strict):
                                    "GPUs (a vLLM teacher with num_gpus > 0, or students training on GPUs), else 0 "
                                    "(the CPU build)")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per eval replica")
+
+    def protocol(self, bench: Benchmark) -> tuple[int, int]:
+        """(k, max_tokens) a benchmark is scored with: its own, else eval's."""
+        return bench.k or self.k, bench.max_tokens or self.max_tokens
 
     @model_validator(mode="after")
     def _context_once(self) -> "Eval":

@@ -31,12 +31,17 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _eval_table(scores: dict, base_scores: dict | None) -> str:
-    head = "| benchmark | problems | k | base pass@1 | student pass@1 |\n|---|---|---|---|---|\n"
+    head = ("| benchmark | problems | k | max tokens | base pass@1 | student pass@1 | truncated |\n"
+            "|---|---|---|---|---|---|---|\n")
     lines = []
     for name, s in scores["benchmarks"].items():
         b = (base_scores or {}).get("benchmarks", {}).get(name)
         base = f"{100 * b['pass@1']:.1f} ± {100 * b['stderr']:.1f}" if b else "-"
-        lines.append(f"| {name} | {s['problems']} | {s['k']} | {base} | {100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} |")
+        # scores written before per-benchmark protocols have no max_tokens / truncation_rate: "-"
+        max_tokens = s.get("max_tokens", "-")
+        cut = f"{100 * s['truncation_rate']:.1f}%" if "truncation_rate" in s else "-"
+        lines.append(f"| {name} | {s['problems']} | {s['k']} | {max_tokens} | {base} | "
+                     f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} | {cut} |")
     return head + "\n".join(lines)
 
 
@@ -82,8 +87,10 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"A reasoning student distilled from **{lineage['teacher']}** into **{student.base}** "
         f"({student.method} fine-tune) by distill.\n\n"
         f"## Evaluation\n\n{_eval_table(scores, base_scores)}\n\n"
-        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems. Decoding: temperature "
-        f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens, seed {d['seed']}.\n\n"
+        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems; truncated: the share of "
+        f"the student's samples cut off at max tokens, counted as wrong. Decoding: temperature "
+        f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens unless the row says otherwise, "
+        f"seed {d['seed']}.\n\n"
         f"## Lineage\n\n"
         f"- teacher: `{lineage['teacher']}`\n- spec: `{lineage['spec_name']}` (sha256 prefix `{lineage['spec_hash']}`)\n"
         f"- problems: {lineage['problems']}; traces generated: {lineage['generated']}; verified correct: "

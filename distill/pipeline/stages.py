@@ -108,8 +108,7 @@ def scores_of(run, name: str) -> dict:
     path = run.root / "eval" / name / "scores.json"
     if run.spec.eval.benchmarks and path.exists():
         return json.loads(path.read_text())
-    return {"benchmarks": {}, "decoding": {**run.spec.eval.model_dump(exclude=EVAL_PLACEMENT_FIELDS),
-                                           "seed": run.spec.seed}}
+    return {"benchmarks": {}, "decoding": {**eval_protocol(run.spec.eval), "seed": run.spec.seed}}
 
 
 def base_scores_of(run, name: str) -> dict | None:
@@ -130,12 +129,21 @@ def _package(run, name: str, out: Path):
 EVAL_PLACEMENT_FIELDS = {"engine", "max_model_len", "replicas", "num_gpus", "num_cpus"}
 
 
+def eval_protocol(ev) -> dict:
+    """What decides eval's scores besides the model: eval's fields but its placement, each benchmark's own k and
+    max_tokens only where set (so specs written before they existed keep their fingerprints)."""
+    out = ev.model_dump(exclude=EVAL_PLACEMENT_FIELDS)
+    out["benchmarks"] = [{k: v for k, v in b.items() if v is not None or k not in ("k", "max_tokens")}
+                         for b in out["benchmarks"]]
+    return out
+
+
 def _eval_covers(run, item) -> list:
     ev = run.spec.eval
     placed = eval_placement(run.spec)
     # The device kind (0: CPU build, 1: GPUs), not the count, written as 0/1 so runs made before eval had its own
     # placement keep their fingerprints; engine settings only when set, for the same reason.
-    covers = [ev.model_dump(exclude=EVAL_PLACEMENT_FIELDS), int(placed.num_gpus > 0), run.spec.seed]
+    covers = [eval_protocol(ev), int(placed.num_gpus > 0), run.spec.seed]
     return covers + ([placed.engine] if placed.engine else [])
 
 
@@ -147,7 +155,8 @@ STAGES: tuple[Stage, ...] = (
           covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
                                  run.spec.seed]),
     Stage("verify", _verify, inputs=("generate",),
-          covers=lambda run, _: [run.spec.filter.model_dump(), [b.model_dump() for b in run.spec.eval.benchmarks]]),
+          covers=lambda run, _: [run.spec.filter.model_dump(),  # decontamination reads the benchmarks' problems
+                                 [b.model_dump(include={"name", "problems"}) for b in run.spec.eval.benchmarks]]),
     Stage("sft", _sft, inputs=("verify",)),
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
