@@ -93,12 +93,42 @@ Teacher = Annotated[Union[Annotated[VLLMTeacher, Tag("vllm")], Annotated[OpenAIT
                     Discriminator(_teacher_backend)]
 
 
+# Teacher fields that say how fast or where traces are made, never what they say: changing one keeps committed
+# generate shards and finished stages. (`shard_size` is the layout of a shard set; a resumed set keeps its own.
+# The CPU build has no per-request seeds, so there batching changes which random numbers a trace draws: a sample
+# of the same distribution, not a different trace content.)
+THROUGHPUT_FIELDS = frozenset({"batch_size", "shard_size", "max_shard_attempts", "replicas", "num_cpus", "concurrency",
+                               "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "api_key_env"})
+# vLLM engine settings that change speed, memory or parallelism but not the tokens sampled. Any other key (dtype,
+# max_model_len, quantization, tokenizer, ...) is taken to change outputs: a key missing here costs a re-run, never a
+# wrong reuse.
+THROUGHPUT_ENGINE_KEYS = frozenset({
+    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend",
+    "gpu_memory_utilization", "kv_cache_memory_bytes", "swap_space", "cpu_offload_gb", "max_num_seqs",
+    "max_num_batched_tokens", "enable_chunked_prefill", "enable_prefix_caching", "enforce_eager",
+    "max_seq_len_to_capture", "compilation_config", "disable_log_stats", "disable_custom_all_reduce", "block_size",
+    "async_scheduling"})
+
+
+def engine_content(engine: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings that change what a model writes (`THROUGHPUT_ENGINE_KEYS` left out)."""
+    return {k: v for k, v in engine.items() if k not in THROUGHPUT_ENGINE_KEYS}
+
+
 def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
-    """The teacher as fingerprints have always seen it: every field of every backend (the other backends' at their
-    defaults), as the single Teacher class before the split dumped it, so runs made then stay up to date."""
+    """What decides a trace's content, for shard keys and the generate stage's fingerprint: the teacher as
+    fingerprints have always seen it (every field of every backend, the other backends' at their defaults), with
+    every throughput knob (`THROUGHPUT_FIELDS`, `THROUGHPUT_ENGINE_KEYS`) held at its default, so changing one
+    keeps committed work, and runs made with default knobs keep their fingerprints."""
     fields = {name: (None if f.is_required() else f.get_default(call_default_factory=True))
               for cls in TEACHERS.values() for name, f in cls.model_fields.items()}
-    return {**fields, **teacher.model_dump()}
+    content = {k: v for k, v in teacher.model_dump().items() if k not in THROUGHPUT_FIELDS}
+    if isinstance(teacher, VLLMTeacher):
+        content["engine"] = engine_content(teacher.engine)
+        # The device kind (CPU build or GPUs: other defaults, e.g. float32 on CPU), not the count; 0 and 1 as
+        # they were written, so GPU runs made with num_gpus 1 keep their fingerprints.
+        content["num_gpus"] = teacher.num_gpus if teacher.num_gpus in (0, 1) else 1.0
+    return {**fields, **content}
 
 
 class Source(Strict):

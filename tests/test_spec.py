@@ -138,7 +138,8 @@ def test_cli_validate_reports_a_wrong_backend_field_without_traceback(tmp_path, 
 
 
 def test_teacher_fingerprint_is_what_the_single_teacher_class_dumped():
-    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs stay done."""
+    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs made with
+    default throughput knobs stay done."""
     from distill.spec import VLLMTeacher, teacher_fingerprint
 
     assert teacher_fingerprint(VLLMTeacher(model="m", num_gpus=1)) == {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import eval_placement, teacher_fingerprint
+from distill.spec import engine_content, eval_placement, teacher_fingerprint
 
 
 def _students(spec: dict) -> list[str]:
@@ -144,7 +144,8 @@ def _eval_covers(run, item) -> list:
     # The device kind (0: CPU build, 1: GPUs), not the count, written as 0/1 so runs made before eval had its own
     # placement keep their fingerprints; engine settings only when set, for the same reason.
     covers = [eval_protocol(ev), int(placed.num_gpus > 0), run.spec.seed]
-    return covers + ([placed.engine] if placed.engine else [])
+    engine = engine_content(placed.engine)  # throughput settings (memory, parallelism) re-use the scores
+    return covers + ([engine] if engine else [])
 
 
 STAGES: tuple[Stage, ...] = (
