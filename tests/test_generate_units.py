@@ -41,6 +41,16 @@ def test_cpu_engines_start_eager_unless_the_spec_says_otherwise():
     assert tp == {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"}
 
 
+def test_cpu_default_context_fits_the_model(tmp_path):
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 1024}')  # a 1k-context student
+    small = VLLMBackend(VLLMTeacher(model=str(tmp_path)), seed=0).engine_kwargs()
+    assert small["max_model_len"] == 1024  # vLLM refuses a context above the model's own
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 32768}')
+    assert VLLMBackend(VLLMTeacher(model=str(tmp_path)), seed=0).engine_kwargs()["max_model_len"] == 4096
+    said = VLLMBackend(VLLMTeacher(model=str(tmp_path), engine={"max_model_len": 8192}), seed=0).engine_kwargs()
+    assert said["max_model_len"] == 8192
+
+
 def test_ledger_costs_and_totals():
     spec = parse_spec({"name": "x", "output_dir": "o", "teacher": {"model": "m", "num_gpus": 8, "replicas": 2},
                        "prompts": {"sources": [{"dataset": "gsm8k_sample"}]},

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from distill import cluster
-from distill.models import resolve_model
+from distill.models import context_length, resolve_model
 from distill.spec import VLLMTeacher
 from distill.teachers.base import Adaptive, engine_params, trace_row
 
@@ -25,10 +25,14 @@ CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096, 
                        "enforce_eager": True}
 
 
-def engine_options(engine: dict[str, Any], on_cpu: bool) -> dict[str, Any]:
+def engine_options(engine: dict[str, Any], on_cpu: bool, model_context: int | None = None) -> dict[str, Any]:
     """The keyword arguments `vllm.LLM` gets besides model and seed: the spec's engine settings over the CPU
-    build's defaults (on CPU only; on GPUs vLLM's own defaults stand)."""
-    return {**(CPU_ENGINE_DEFAULTS if on_cpu else {}), **engine}
+    build's defaults (on CPU only; on GPUs vLLM's own defaults stand). The CPU default context is capped at the
+    model's own (`model_context`): vLLM refuses a max_model_len above it (e.g. a 1k-context student's eval)."""
+    defaults = dict(CPU_ENGINE_DEFAULTS) if on_cpu else {}
+    if defaults and model_context:
+        defaults["max_model_len"] = min(defaults["max_model_len"], model_context)
+    return {**defaults, **engine}
 
 
 def placement(teacher: VLLMTeacher) -> dict:
@@ -164,7 +168,8 @@ class VLLMBackend:
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Exactly what each replica's vllm.LLM gets besides model and seed."""
-        return engine_options({**self.teacher.engine, **self.plan["engine"]}, self.on_cpu())
+        context = context_length(self.model) if self.on_cpu() and "max_model_len" not in self.teacher.engine else None
+        return engine_options({**self.teacher.engine, **self.plan["engine"]}, self.on_cpu(), context)
 
     def start(self) -> None:
         import ray
