@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distill.spec import student_engine
+from distill.spec import VLLMTeacher, eval_placement
 
 KEYS = ("tokens_in", "tokens_out", "wall_seconds", "accelerator_seconds", "cost_usd")
 
@@ -47,11 +47,12 @@ def stage_accelerators(name: str, stats: dict, spec: Any) -> float:
     """Devices a stage held: its own measured `accelerators`, else the estimate report.py also uses."""
     if "accelerators" in (stats or {}):
         return float(stats["accelerators"])
-    t = student_engine(spec.teacher)  # an API teacher holds none of our devices: 0, as the defaults say
-    if name == "generate":
-        return float(t.num_gpus * t.replicas)
+    t = spec.teacher
+    if name == "generate":  # an API teacher holds none of our devices
+        return float(t.num_gpus * t.replicas) if isinstance(t, VLLMTeacher) else 0.0
     if name.startswith("eval/"):
-        return float(t.num_gpus)
+        e = eval_placement(spec)
+        return float(e.num_gpus * e.replicas)
     if name.startswith("train/"):
         return float((stats or {}).get("devices", 0))
     return 0.0

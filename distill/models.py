@@ -29,6 +29,31 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def context_length(model: str) -> int | None:
+    """The model's own context (config.json's max_position_embeddings), from a local directory or the local HF
+    cache; None when it is not known here (nothing is downloaded)."""
+    import json
+
+    config = Path(model) / "config.json"
+    if not config.exists():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(model, "config.json")
+        except Exception:  # noqa: BLE001 - not a valid repo id: nothing cached
+            return None
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    try:
+        cfg = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg)  # multimodal configs nest the language model's
+    n = cfg.get("max_position_embeddings")
+    return int(n) if isinstance(n, int) and n > 0 else None
+
+
 def _builtin_dir(alias: str) -> Path:
     package, dirname = BUILTIN[alias]
     out = cache_dir() / "models" / dirname

@@ -7,7 +7,8 @@
               and safetensors weights, or a Hub id: in the local HF cache, or found on the Hub when it answers
               (when it does not, a warning says the model could not be checked)
   sampling    temperature, top_p, max_tokens (and eval's) as vLLM's own `SamplingParams` accepts them
-  engine      `teacher.engine` keys are fields of vLLM's `EngineArgs` (or `vllm.LLM` parameters)
+  engine      `teacher.engine` and `eval.engine` keys are fields of vLLM's `EngineArgs` (or `vllm.LLM` parameters);
+              eval's tensor/pipeline parallel fits `eval.num_gpus`
   sources     prompt files are readable, have at least one row and the named columns
   output_dir  a directory, or creatable, and writable
 
@@ -71,8 +72,10 @@ def check(spec: Spec, *, on_cluster: bool = False) -> Findings:
             if spec.eval.benchmarks:
                 e = spec.eval
                 _sampling(f, sp, "eval", temperature=e.temperature, top_p=e.top_p, max_tokens=e.max_tokens)
-    if (vllm_teacher or spec.eval.benchmarks) and getattr(t, "engine", None):  # eval's engines take them too
+    if vllm_teacher and t.engine:
         _engine_keys(f, "teacher.engine", t.engine)
+    if spec.eval.benchmarks:
+        _eval_placement(f, spec)
     for i, src in enumerate(spec.prompts.sources):
         _source(f, f"prompts.sources[{i}]", src)
     _output_dir(f, spec.output_dir, on_cluster)
@@ -241,11 +244,25 @@ def _engine_keys(f: Findings, where: str, engine: dict) -> None:
         return
     for key in engine:
         if key in _SET_BY_DISTILL:
-            f.errors.append(f"{where}.{key}: set by distill from the spec's '{_SET_BY_DISTILL[key]}'; remove it here")
+            source = "students" if where.startswith("eval") and key == "model" else _SET_BY_DISTILL[key]
+            f.errors.append(f"{where}.{key}: set by distill from the spec's '{source}'; remove it here")
         elif key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             f.errors.append(f"{where}.{key}: not a keyword argument of vLLM's engine{hint}")
+
+
+def _eval_placement(f: Findings, spec: Spec) -> None:
+    """Eval's own engines: their keys, and tensor/pipeline parallel against eval.num_gpus."""
+    from distill.spec import eval_placement
+    from distill.teachers.vllm import placement
+
+    if spec.eval.engine:
+        _engine_keys(f, "eval.engine", spec.eval.engine)
+    try:
+        placement(eval_placement(spec))
+    except ValueError as e:
+        f.errors.append(f"eval.num_gpus: {str(e).removeprefix('teacher.num_gpus is ')}")
 
 
 # ---------------------------------------------------------------- prompt sources

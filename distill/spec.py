@@ -93,18 +93,42 @@ Teacher = Annotated[Union[Annotated[VLLMTeacher, Tag("vllm")], Annotated[OpenAIT
                     Discriminator(_teacher_backend)]
 
 
+# Teacher fields that say how fast or where traces are made, never what they say: changing one keeps committed
+# generate shards and finished stages. (`shard_size` is the layout of a shard set; a resumed set keeps its own.
+# The CPU build has no per-request seeds, so there batching changes which random numbers a trace draws: a sample
+# of the same distribution, not a different trace content.)
+THROUGHPUT_FIELDS = frozenset({"batch_size", "shard_size", "max_shard_attempts", "replicas", "num_cpus", "concurrency",
+                               "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "api_key_env"})
+# vLLM engine settings that change speed, memory or parallelism but not the tokens sampled. Any other key (dtype,
+# max_model_len, quantization, tokenizer, ...) is taken to change outputs: a key missing here costs a re-run, never a
+# wrong reuse.
+THROUGHPUT_ENGINE_KEYS = frozenset({
+    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend",
+    "gpu_memory_utilization", "kv_cache_memory_bytes", "swap_space", "cpu_offload_gb", "max_num_seqs",
+    "max_num_batched_tokens", "enable_chunked_prefill", "enable_prefix_caching", "enforce_eager",
+    "max_seq_len_to_capture", "compilation_config", "disable_log_stats", "disable_custom_all_reduce", "block_size",
+    "async_scheduling"})
+
+
+def engine_content(engine: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings that change what a model writes (`THROUGHPUT_ENGINE_KEYS` left out)."""
+    return {k: v for k, v in engine.items() if k not in THROUGHPUT_ENGINE_KEYS}
+
+
 def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
-    """The teacher as fingerprints have always seen it: every field of every backend (the other backends' at their
-    defaults), as the single Teacher class before the split dumped it, so runs made then stay up to date."""
+    """What decides a trace's content, for shard keys and the generate stage's fingerprint: the teacher as
+    fingerprints have always seen it (every field of every backend, the other backends' at their defaults), with
+    every throughput knob (`THROUGHPUT_FIELDS`, `THROUGHPUT_ENGINE_KEYS`) held at its default, so changing one
+    keeps committed work, and runs made with default knobs keep their fingerprints."""
     fields = {name: (None if f.is_required() else f.get_default(call_default_factory=True))
               for cls in TEACHERS.values() for name, f in cls.model_fields.items()}
-    return {**fields, **teacher.model_dump()}
-
-
-def student_engine(teacher: VLLMTeacher | OpenAITeacher) -> VLLMTeacher:
-    """The vLLM settings students (and base models) are evaluated with: a vLLM teacher's placement, else the
-    defaults (students are always served by vLLM here, even when the teacher was an API)."""
-    return teacher if isinstance(teacher, VLLMTeacher) else VLLMTeacher(model=teacher.model)
+    content = {k: v for k, v in teacher.model_dump().items() if k not in THROUGHPUT_FIELDS}
+    if isinstance(teacher, VLLMTeacher):
+        content["engine"] = engine_content(teacher.engine)
+        # The device kind (CPU build or GPUs: other defaults, e.g. float32 on CPU), not the count; 0 and 1 as
+        # they were written, so GPU runs made with num_gpus 1 keep their fingerprints.
+        content["num_gpus"] = teacher.num_gpus if teacher.num_gpus in (0, 1) else 1.0
+    return {**fields, **content}
 
 
 class Source(Strict):
@@ -265,6 +289,9 @@ class Student(Strict):
 class Benchmark(Strict):
     name: str
     problems: int | None = Field(None, ge=1, description="first N problems; all when unset")
+    # R1's protocol differs per benchmark (open-r1: 64 samples for AIME, 4 for MATH-500; up to 32,768 tokens).
+    k: int | None = Field(None, ge=1, description="samples per problem; unset: eval.k")
+    max_tokens: int | None = Field(None, ge=1, description="new tokens per sample; unset: eval.max_tokens")
 
     @field_validator("name")
     @classmethod
@@ -280,6 +307,27 @@ class Eval(Strict):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(1024, ge=1)
     include_base: bool = Field(True, description="also score each student's base model")
+    # Where students and base models are served: eval's own vLLM engines, nothing taken from the teacher (a 32B
+    # teacher's tensor_parallel_size or 32k context would be pushed onto a 1.5B student; an API teacher has none).
+    engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the eval "
+                                   "engines' vllm.LLM (CPU build: distill's CPU defaults under them)")
+    max_model_len: int | None = Field(None, ge=16, description="context of the eval engines; unset: vLLM's "
+                                      "default (the model's own; 4096 on the CPU build)")
+    replicas: int = Field(1, ge=1, description="data-parallel eval engine copies (Ray actors)")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per eval replica; unset: 1 when the spec uses "
+                                   "GPUs (a vLLM teacher with num_gpus > 0, or students training on GPUs), else 0 "
+                                   "(the CPU build)")
+    num_cpus: float = Field(1, gt=0, description="CPUs reserved per eval replica")
+
+    def protocol(self, bench: Benchmark) -> tuple[int, int]:
+        """(k, max_tokens) a benchmark is scored with: its own, else eval's."""
+        return bench.k or self.k, bench.max_tokens or self.max_tokens
+
+    @model_validator(mode="after")
+    def _context_once(self) -> "Eval":
+        if self.max_model_len is not None and "max_model_len" in self.engine:
+            raise ValueError("max_model_len is set both here and in eval.engine: give it once")
+        return self
 
     @field_validator("benchmarks", mode="before")
     @classmethod
@@ -318,6 +366,23 @@ class Spec(Strict):
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def uses_gpus(spec: Spec) -> bool:
+    """The spec runs on a GPU cluster: its vLLM teacher or its students' training workers ask for GPUs."""
+    t = spec.teacher
+    return (isinstance(t, VLLMTeacher) and t.num_gpus > 0) or any(s.gpus_per_worker > 0 for s in spec.students)
+
+
+def eval_placement(spec: Spec, model: str = "") -> VLLMTeacher:
+    """The vLLM engines students and base models are scored on, from `spec.eval` alone (never the teacher's):
+    one GPU per replica on a GPU cluster (what a 0.5B-14B student needs; set `eval.num_gpus` and
+    `eval.engine.tensor_parallel_size` for bigger ones), else the CPU build."""
+    ev = spec.eval
+    gpus = ev.num_gpus if ev.num_gpus is not None else (1 if uses_gpus(spec) else 0)
+    engine = {**ev.engine, **({"max_model_len": ev.max_model_len} if ev.max_model_len is not None else {})}
+    return VLLMTeacher(model=model or "eval", engine=engine, num_gpus=gpus, replicas=ev.replicas,
+                       num_cpus=ev.num_cpus)
 
 
 def _field_path(loc: tuple) -> str:

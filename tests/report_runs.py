@@ -134,7 +134,8 @@ def _sft(d: Path, root: Path) -> dict:
 
 
 def _scores(d: Path, key: str, label: str) -> dict:
-    benchmarks = {b: {"pass@1": p, "stderr": se, "problems": n, "k": 2} for b, (p, se, n) in SCORES[key].items()}
+    benchmarks = {b: {"pass@1": p, "stderr": se, "problems": n, "k": 2, "max_tokens": 256, "truncation_rate": 0.125}
+                  for b, (p, se, n) in SCORES[key].items()}
     pq.write_table(pa.Table.from_pylist([{"benchmark": "gsm8k_test", "problem_id": "gsm8k_test-0",
                                           "sample_index": 0, "response": "\\boxed{1}", "correct": False}]),
                    d / "samples.parquet")

@@ -20,14 +20,14 @@ LINEAGE = {"teacher": "t", "spec_name": "s", "spec_hash": "h", "problems": 4, "g
            "kept": 4, "drop_reasons": {}}
 
 
-def _package(base, run_dir, name, gguf=True):
+def _package(base, run_dir, name, gguf=True, scores=SCORES, base_scores=None):
     train = run_dir / "train" / name
     shutil.copytree(base, train / "merged")
     (train / "train_stats.json").write_text(json.dumps({"examples": 4, "steps": 2, "train_loss": 1.5}))
     out = run_dir / "package" / name
     out.mkdir(parents=True)
-    stats = package_student(train, out, Student(name=name, base=str(base), method="full"), SCORES, None, LINEAGE,
-                            gguf=gguf)
+    stats = package_student(train, out, Student(name=name, base=str(base), method="full"), scores, base_scores,
+                            LINEAGE, gguf=gguf)
     return out, stats
 
 
@@ -94,6 +94,19 @@ def test_gguf_switch_off_and_unsupported_architecture(tiny_family, tmp_path):
     assert stats["gguf"] == reason and not (out / "gguf").exists()
     assert f"GGUF: not exported ({reason})." in (out / "README.md").read_text()
     assert registry.list_models(tmp_path / "other")[0].variants == ["merged"]
+
+
+def test_card_shows_each_benchmarks_protocol_and_truncation_rate(tiny_family, tmp_path):
+    student = {"aime24": {"pass@1": 0.375, "stderr": 0.125, "problems": 2, "k": 4, "max_tokens": 32768,
+                          "truncation_rate": 0.25},
+               "math500": {"pass@1": 0.75, "stderr": 0.25, "problems": 2, "k": 2, "max_tokens": 1024,
+                           "truncation_rate": 0.0}}
+    base = {"benchmarks": {"aime24": {"pass@1": 0.125, "stderr": 0.125, "problems": 2, "k": 4}}}  # written before
+    out, _ = _package(tiny_family("qwen3"), tmp_path / "run", "q3", gguf=False,
+                      scores={**SCORES, "benchmarks": student}, base_scores=base)
+    card = (out / "README.md").read_text()
+    assert "| aime24 | 2 | 4 | 32768 | 12.5 ± 12.5 | 37.5 ± 12.5 | 25.0% |" in card
+    assert "| math500 | 2 | 2 | 1024 | - | 75.0 ± 25.0 | 0.0% |" in card
 
 
 def test_spec_switch_defaults_on_and_names_the_field():

@@ -7,7 +7,7 @@ import pytest
 
 from distill import ledger
 from distill.teachers.base import Adaptive
-from distill.teachers.vllm import placement
+from distill.teachers.vllm import VLLMBackend, placement
 from distill.spec import Prices, Sampling, SpecError, VLLMTeacher, parse_spec
 
 
@@ -30,6 +30,27 @@ def test_placement_tensor_and_pipeline_parallel_become_placement_groups():
         placement(VLLMTeacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 4}))
 
 
+def test_cpu_engines_start_eager_unless_the_spec_says_otherwise():
+    cpu = VLLMBackend(VLLMTeacher(model="m", num_gpus=0, engine={"max_model_len": 512}), seed=0).engine_kwargs()
+    assert cpu["enforce_eager"] is True and cpu["max_model_len"] == 512 and cpu["dtype"] == "float32"
+    compiled = VLLMBackend(VLLMTeacher(model="m", engine={"enforce_eager": False}), seed=0).engine_kwargs()
+    assert compiled["enforce_eager"] is False
+    gpu = VLLMBackend(VLLMTeacher(model="m", num_gpus=1, engine={"max_model_len": 512}), seed=0).engine_kwargs()
+    assert gpu == {"max_model_len": 512}  # on GPUs vLLM's own defaults (CUDA graphs) stand
+    tp = VLLMBackend(VLLMTeacher(model="m", num_gpus=2, engine={"tensor_parallel_size": 2}), seed=0).engine_kwargs()
+    assert tp == {"tensor_parallel_size": 2, "distributed_executor_backend": "ray"}
+
+
+def test_cpu_default_context_fits_the_model(tmp_path):
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 1024}')  # a 1k-context student
+    small = VLLMBackend(VLLMTeacher(model=str(tmp_path)), seed=0).engine_kwargs()
+    assert small["max_model_len"] == 1024  # vLLM refuses a context above the model's own
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 32768}')
+    assert VLLMBackend(VLLMTeacher(model=str(tmp_path)), seed=0).engine_kwargs()["max_model_len"] == 4096
+    said = VLLMBackend(VLLMTeacher(model=str(tmp_path), engine={"max_model_len": 8192}), seed=0).engine_kwargs()
+    assert said["max_model_len"] == 8192
+
+
 def test_ledger_costs_and_totals():
     spec = parse_spec({"name": "x", "output_dir": "o", "teacher": {"model": "m", "num_gpus": 8, "replicas": 2},
                        "prompts": {"sources": [{"dataset": "gsm8k_sample"}]},
@@ -44,7 +65,7 @@ def test_ledger_costs_and_totals():
     led = ledger.build(markers, spec)
     g = led["stages"]["generate"]
     assert g["accelerator_seconds"] == 16 * 1800 and g["cost_usd"] == pytest.approx(16 * 0.5 * 2.0 + 2.0)
-    assert led["stages"]["eval/s"]["accelerator_seconds"] == 8 * 360
+    assert led["stages"]["eval/s"]["accelerator_seconds"] == 1 * 360  # eval's own placement: 1 GPU, not the teacher's 8
     assert led["stages"]["prompts"]["cost_usd"] == 0
     assert led["total"]["tokens_out"] == 2_000_000
     assert led["total"]["cost_usd"] == pytest.approx(sum(e["cost_usd"] for e in led["stages"].values()))

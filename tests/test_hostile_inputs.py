@@ -109,6 +109,21 @@ def test_validate_checks_sampling_and_engine_keys_against_vllm(tmp_path):
     ]
 
 
+def test_validate_checks_the_eval_engines_on_their_own(tmp_path):
+    """An API teacher with GPU-placed student eval: eval's own engine keys and GPUs are checked."""
+    spec = _spec(tmp_path, eval={"benchmarks": ["gsm8k_test"], "num_gpus": 2,
+                                 "engine": {"max_modle_len": 1024, "model": "x", "tensor_parallel_size": 4}})
+    proc = distill("validate", spec)
+    assert proc.returncode == 2
+    assert messages(proc) == [
+        "spec error: eval.engine.max_modle_len: not a keyword argument of vLLM's engine (did you mean "
+        "'max_model_len'?)",
+        "spec error: eval.engine.model: set by distill from the spec's 'students'; remove it here",
+        "spec error: eval.num_gpus: 2.0 per replica but tensor_parallel_size x pipeline_parallel_size is 4: set "
+        "num_gpus to 4 (or 1 per engine worker)",
+    ]
+
+
 def test_run_refuses_before_starting_anything(tmp_path):
     spec = _spec(tmp_path, prompts={"sources": [{"path": "empty.jsonl"}]})
     (tmp_path / "empty.jsonl").write_text("\n\n")

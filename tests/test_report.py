@@ -82,6 +82,9 @@ def test_finished_run_numbers_equal_the_stats_files(finished):
         scores = json.loads((finished / key / "scores.json").read_text())
         expected.update({(key.split("/")[1], b): (s["pass@1"], s["stderr"]) for b, s in scores["benchmarks"].items()})
     assert cells == expected
+    truncation = {(a["data-model"], a["data-benchmark"]): float(a["data-truncation"])
+                  for a in page.with_attr("data-truncation")}
+    assert truncation == {cell: 0.125 for cell in expected}  # each benchmark's truncation rate, per model
 
     # each student cell shows student − base ± the paired standard error from its scores.json
     vs_base = json.loads((finished / f"eval/{STUDENT}" / "scores.json").read_text())["vs_base"]["benchmarks"]

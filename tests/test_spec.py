@@ -146,7 +146,8 @@ def test_cli_validate_reports_a_wrong_backend_field_without_traceback(tmp_path, 
 
 
 def test_teacher_fingerprint_is_what_the_single_teacher_class_dumped():
-    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs stay done."""
+    """Fingerprints see every backend's fields, as before the split: generate stages of existing runs made with
+    default throughput knobs stay done."""
     from distill.spec import VLLMTeacher, teacher_fingerprint
 
     assert teacher_fingerprint(VLLMTeacher(model="m", num_gpus=1)) == {
@@ -154,3 +155,40 @@ def test_teacher_fingerprint_is_what_the_single_teacher_class_dumped():
         "system_prompt": None, "shard_size": None, "max_shard_attempts": 3, "base_url": None, "api_key_env": None,
         "concurrency": 16, "timeout_s": 600, "max_retries": 5, "backoff_s": 1.0, "max_backoff_s": 60.0,
         "send_seed": False}
+
+
+def _eval_spec(teacher: dict, students: list | None = None, **ev):
+    from distill.spec import parse_spec
+
+    return parse_spec({"name": "x", "output_dir": "o", "teacher": teacher,
+                       "prompts": {"sources": [{"dataset": "gsm8k_sample"}]},
+                       "students": students or [{"name": "s", "base": "b"}],
+                       "eval": {"benchmarks": ["gsm8k_test"], **ev}})
+
+
+def test_eval_has_its_own_placement_nothing_from_the_teacher():
+    from distill.spec import eval_placement
+    from distill.teachers.vllm import VLLMBackend, placement
+
+    big = {"model": "m", "num_gpus": 8, "replicas": 2, "num_cpus": 16,
+           "engine": {"tensor_parallel_size": 8, "max_model_len": 32768}}
+    e = eval_placement(_eval_spec(big), "student")
+    assert (e.model, e.num_gpus, e.replicas, e.num_cpus, e.engine) == ("student", 1, 1, 1, {})
+    assert placement(e)["bundles"] is None  # one plain GPU actor per replica, no tensor-parallel group
+    # An API teacher with students trained on GPUs: eval on GPUs, one per replica.
+    api = {"model": "gpt-x", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    gpu_students = [{"name": "s", "base": "b", "gpus_per_worker": 1}]
+    e = eval_placement(_eval_spec(api, gpu_students, replicas=4, max_model_len=8192, engine={"dtype": "bfloat16"}))
+    assert (e.num_gpus, e.replicas, e.engine) == (1, 4, {"dtype": "bfloat16", "max_model_len": 8192})
+    assert VLLMBackend(e, seed=0).engine_kwargs() == {"dtype": "bfloat16", "max_model_len": 8192}
+    # An API teacher and CPU students: the CPU build, which starts eager (item: fast start on CPU).
+    cpu = eval_placement(_eval_spec(api))
+    assert cpu.num_gpus == 0 and VLLMBackend(cpu, seed=0).engine_kwargs()["enforce_eager"] is True
+    # Said explicitly: it wins over the default.
+    assert eval_placement(_eval_spec(big, num_gpus=0)).num_gpus == 0
+
+
+def test_eval_context_given_twice_names_the_field():
+    with pytest.raises(SpecError) as e:
+        _eval_spec({"model": "m"}, max_model_len=2048, engine={"max_model_len": 4096})
+    assert str(e.value) == "eval: max_model_len is set both here and in eval.engine: give it once"

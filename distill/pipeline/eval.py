@@ -6,9 +6,11 @@ generation path as the teacher (vLLM actors in Ray) and the same `verify.judge` 
 score means what "kept" means.
 
 Writes `samples.parquet` (benchmark, problem_id, sample_index, response, finish_reason, extracted, correct,
-reason) and `scores.json` ({model, benchmarks: {name: {pass@1, stderr, problems, k, format_failures}},
-decoding}, and for a student evaluated after its base, `vs_base`: {model, benchmarks: {name: {difference,
-paired_stderr, problems, k, exceeds_2se}}}, the paired comparison of `distill.stats` over the same problems).
+reason) and `scores.json` ({model, benchmarks: {name: {pass@1, stderr, problems, k, max_tokens, truncation_rate,
+format_failures}}, decoding}, and for a student evaluated after its base, `vs_base`: {model, benchmarks: {name:
+{difference, paired_stderr, problems, k, exceeds_2se}}}, the paired comparison of `distill.stats` over the same
+problems). Each benchmark may set its own `k` and `max_tokens` (R1/open-r1: 64 samples for AIME, 4 for
+MATH-500); a sample cut off at max_tokens counts as wrong, and each benchmark's truncation rate is reported.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import pyarrow.parquet as pq
 from distill import schemas
 from distill.pipeline.generate import generate_table
 from distill.sources import source_rows
-from distill.spec import DEFAULT_TEMPLATE, Eval, Sampling, Source, Teacher, student_engine
+from distill.spec import DEFAULT_TEMPLATE, Benchmark, Eval, Sampling, Source, VLLMTeacher
 from distill.stats import format_failure_rate, paired_difference, pass_at_1
 from distill.verify import judge_many
 
 
-def benchmark_prompts(ev: Eval) -> pa.Table:
+def benchmark_prompts(ev: Eval, benchmarks: list[Benchmark] | None = None) -> pa.Table:
     rows = []
-    for bench in ev.benchmarks:
+    for bench in ev.benchmarks if benchmarks is None else benchmarks:
         for i, row in enumerate(source_rows(Source(dataset=bench.name, limit=bench.problems))):
             rows.append({"benchmark": bench.name, "problem_id": f"{bench.name}-{i}", "answer": row["answer"],
                          "prompt": DEFAULT_TEMPLATE.replace("{problem}", row["problem"])})
@@ -37,12 +39,14 @@ def benchmark_prompts(ev: Eval) -> pa.Table:
 
 
 def correct_by_problem(samples: pa.Table) -> dict[str, dict[str, list[bool]]]:
-    """{benchmark: {problem_id: [correct per sample, in sample order]}} from a samples table."""
+    """{benchmark: {problem_id: [correct per sample, in sample order]}} from a samples table; a sample cut off at
+    max_tokens is wrong, as in `benchmark_scores`."""
     out: dict[str, dict[str, list[bool]]] = {}
-    rows = sorted(samples.select(["benchmark", "problem_id", "sample_index", "correct"]).to_pylist(),
+    rows = sorted(samples.select(["benchmark", "problem_id", "sample_index", "correct", "finish_reason"]).to_pylist(),
                   key=lambda r: (r["problem_id"], r["sample_index"]))
     for r in rows:
-        out.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(bool(r["correct"]))
+        ok = bool(r["correct"]) and r["finish_reason"] != "length"
+        out.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(ok)
     return out
 
 
@@ -56,15 +60,47 @@ def compare_to_base(samples: pa.Table, base_dir: Path) -> dict:
         for name, probs in mine.items() if name in base}}
 
 
-def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: int, out_dir: Path,
+def benchmark_scores(samples: list[dict], ev: Eval) -> dict[str, dict]:
+    """Each benchmark's score from its judged samples (benchmark, problem_id, correct, finish_reason): pass@1 ±
+    stderr, its k and max_tokens, and its truncation rate, the share of samples that hit max_tokens (finish
+    reason 'length'), which count as wrong (R1's protocol: an answer cut off is no answer)."""
+    by_bench: dict[str, dict[str, list[bool]]] = {}
+    truncated: dict[str, int] = {}
+    for r in samples:
+        cut = r["finish_reason"] == "length"
+        truncated[r["benchmark"]] = truncated.get(r["benchmark"], 0) + cut
+        by_bench.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(bool(r["correct"]) and not cut)
+    outcomes: dict[str, list] = {}
+    for r in samples:
+        outcomes.setdefault(r["benchmark"], []).append((r["reason"], r["finish_reason"], bool(r["correct"])))
+    out = {}
+    for bench in ev.benchmarks:
+        problems = by_bench.get(bench.name, {})
+        mean, stderr = pass_at_1(problems) if problems else (0.0, 0.0)
+        n_samples = sum(len(c) for c in problems.values())
+        k, max_tokens = ev.protocol(bench)
+        out[bench.name] = {"pass@1": round(mean, 4), "stderr": round(stderr, 4), "problems": len(problems), "k": k,
+                           "max_tokens": max_tokens,
+                           "truncation_rate": round(truncated.get(bench.name, 0) / n_samples, 4) if n_samples else 0.0,
+                           # no answer or cut off: wrong on form, not on value (what a student learns first)
+                           "format_failures": round(format_failure_rate(outcomes.get(bench.name, [])), 4)}
+    return out
+
+
+def evaluate_model(model: str, label: str, ev: Eval, placement: VLLMTeacher, seed: int, out_dir: Path,
                    base_dir: Path | None = None) -> dict:
-    prompts = benchmark_prompts(ev)
-    sampling = Sampling(n=ev.k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=ev.max_tokens)
-    # Students are always served by vLLM here (the teacher's placement when it is a vLLM teacher).
-    engine = student_engine(placement).model_copy(update={"model": model, "system_prompt": None, "replicas": 1})
-    table = generate_table(prompts, model, sampling, engine, seed)
-    rows = table.to_pylist()
-    verdicts = judge_many([(r["response"], r["answer"], r["finish_reason"], False) for r in rows], workers=1)
+    """`placement`: eval's own engines (`spec.eval_placement`), never the teacher's."""
+    engine = placement.model_copy(update={"model": model, "system_prompt": None})
+    # One generation per distinct (k, max_tokens): a shard is generated with one set of sampling params.
+    groups: dict[tuple[int, int], list[Benchmark]] = {}
+    for bench in ev.benchmarks:
+        groups.setdefault(ev.protocol(bench), []).append(bench)
+    rows = []
+    for (k, max_tokens), benches in groups.items():
+        sampling = Sampling(n=k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=max_tokens)
+        rows += generate_table(benchmark_prompts(ev, benches), model, sampling, engine, seed).to_pylist()
+    # drop_truncated: an answer cut off at max_tokens is wrong, whatever it had boxed so far.
+    verdicts = judge_many([(r["response"], r["answer"], r["finish_reason"], True) for r in rows], workers=1)
     samples = pa.Table.from_pylist([
         {"benchmark": r["benchmark"], "problem_id": r["problem_id"], "sample_index": r["sample_index"],
          "response": r["response"], "finish_reason": r["finish_reason"], "extracted": v.extracted,
@@ -72,22 +108,12 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: Teacher, seed: i
         for r, v in zip(rows, verdicts)
     ], schema=schemas.EVAL_SAMPLES)
     pq.write_table(samples, out_dir / "samples.parquet")
-    by_bench = correct_by_problem(samples)
-    outcomes: dict[str, list] = {}
-    for r, v in zip(rows, verdicts):
-        outcomes.setdefault(r["benchmark"], []).append((v.reason, r["finish_reason"], bool(v.correct)))
     scores = {
         "model": label,
-        "benchmarks": {},
+        "benchmarks": benchmark_scores(samples.to_pylist(), ev),
         "decoding": {"k": ev.k, "temperature": ev.temperature, "top_p": ev.top_p, "max_tokens": ev.max_tokens,
                      "seed": seed, "prompt_template": DEFAULT_TEMPLATE},
     }
-    for bench in ev.benchmarks:
-        problems = by_bench.get(bench.name, {})
-        mean, stderr = pass_at_1(problems) if problems else (0.0, 0.0)
-        failures = format_failure_rate(outcomes.get(bench.name, []))  # no answer or cut off: form, not value
-        scores["benchmarks"][bench.name] = {"pass@1": round(mean, 4), "stderr": round(stderr, 4),
-                                            "problems": len(problems), "k": ev.k, "format_failures": round(failures, 4)}
     if base_dir is not None:
         scores["vs_base"] = compare_to_base(samples, base_dir)
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))

@@ -21,6 +21,11 @@ sampling's verdict, else null). `response` always holds the whole trace with the
 Adaptive sampling (`sampling.until_verified`): each problem is sampled in rounds, its traces judged with
 `distill.verify.judge` as they arrive, until it has `until_verified` correct traces or `max_samples` samples.
 
+Throughput knobs never discard work: the shard key (`shard_key`) covers what decides a trace's content (prompts,
+model, system prompt, sampling, seed, output-changing engine settings, CPU or GPU), not batch or shard sizes,
+replicas, CPUs, GPU counts, concurrency, timeouts or retries (`spec.teacher_fingerprint`); a resumed shard set keeps
+the shard size it started with (`shard_layout`).
+
 Evaluation reuses `generate_table` with its own sampling settings.
 """
 
@@ -46,6 +51,7 @@ from distill.teachers.base import sampling_dict
 
 SHARD_GLOB = "shard-*.parquet"
 PROGRESS_FILE = "_progress.json"
+LAYOUT_FILE = "_layout.json"
 
 # --------------------------------------------------------------------------------------------------------------
 # shards
@@ -64,6 +70,20 @@ def iter_shards(prompts: pa.Table | Path, shard_size: int) -> Iterator[tuple[int
 
 def shard_path(shard_dir: Path, shard_id: int) -> Path:
     return shard_dir / f"shard-{shard_id:06d}.parquet"
+
+
+def shard_layout(shard_dir: Path, shard_size: int) -> int:
+    """The shard size of the set in shard_dir: the one it was started with once a shard is committed (the shard
+    key leaves batch and shard sizes out, so a re-run with other sizes resumes the same set), else `shard_size`,
+    recorded in LAYOUT_FILE before any shard is written."""
+    layout = shard_dir / LAYOUT_FILE
+    recorded = (artifacts.read_json(layout) or {}).get("shard_size")
+    if recorded and any(shard_dir.glob(SHARD_GLOB)):
+        return int(recorded)
+    tmp = shard_dir / f".{LAYOUT_FILE}.tmp"
+    tmp.write_text(json.dumps({"shard_size": shard_size}))
+    os.replace(tmp, layout)
+    return shard_size
 
 
 def _write_shard(rows: list[dict], path: Path) -> pa.Table:
@@ -116,6 +136,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     shard_dir.mkdir(parents=True, exist_ok=True)
     for stale in shard_dir.glob(".shard-*.tmp-*"):  # a write the last driver did not finish
         stale.unlink(missing_ok=True)
+    shard_size = shard_layout(shard_dir, shard_size)
     total_rows = prompts.num_rows if isinstance(prompts, pa.Table) else pq.ParquetFile(prompts).metadata.num_rows
     n_shards = -(-total_rows // shard_size)
     done_before = {int(p.stem.split("-")[1]) for p in shard_dir.glob(SHARD_GLOB)}

@@ -32,16 +32,19 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def _eval_table(scores: dict, base_scores: dict | None) -> str:
-    head = ("| benchmark | problems | k | base pass@1 | student pass@1 | student − base (paired se) | > 2 se |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = ("| benchmark | problems | k | max tokens | base pass@1 | student pass@1 | truncated | student − base (paired se) | > 2 se |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in comparison_rows(scores, base_scores):
         b, s, p = r["base"], r["student"], r["paired"]
         base = f"{100 * b['pass@1']:.1f} ± {100 * b['stderr']:.1f}" if b else "-"
         diff = f"{100 * p['difference']:+.1f} ± {100 * p['paired_stderr']:.1f}" if p else "-"
         clear = ("yes" if p["exceeds_2se"] else "no") if p else "-"
-        lines.append(f"| {r['benchmark']} | {r['problems']} | {r['k']} | {base} | "
-                     f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} | {diff} | {clear} |")
+        # scores written before per-benchmark protocols have no max_tokens / truncation_rate: "-"
+        max_tokens = s.get("max_tokens", "-")
+        cut = f"{100 * s['truncation_rate']:.1f}%" if "truncation_rate" in s else "-"
+        lines.append(f"| {r['benchmark']} | {r['problems']} | {r['k']} | {max_tokens} | {base} | "
+                     f"{100 * s['pass@1']:.1f} ± {100 * s['stderr']:.1f} | {cut} | {diff} | {clear} |")
     return head + "\n".join(lines)
 
 
@@ -87,10 +90,11 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"A reasoning student distilled from **{lineage['teacher']}** into **{student.base}** "
         f"({student.method} fine-tune) by distill.\n\n"
         f"## Evaluation\n\n{_eval_table(scores, base_scores)}\n\n"
-        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems; student − base is "
-        f"the mean of per-problem differences over the same problems and k, ± its paired standard error. "
-        f"Decoding: temperature "
-        f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens, seed {d['seed']}.\n\n"
+        f"pass@1 in %, averaged over k samples per problem, ± standard error over problems; truncated: the share of "
+        f"the student's samples cut off at max tokens, counted as wrong; student − base is the mean of per-problem "
+        f"differences over the same problems and k, ± its paired standard error. Decoding: temperature "
+        f"{d['temperature']}, top-p {d['top_p']}, max {d['max_tokens']} new tokens unless the row says otherwise, "
+        f"seed {d['seed']}.\n\n"
         f"## Lineage\n\n"
         f"- teacher: `{lineage['teacher']}`\n- spec: `{lineage['spec_name']}` (sha256 prefix `{lineage['spec_hash']}`)\n"
         f"- problems: {lineage['problems']}; traces generated: {lineage['generated']}; verified correct: "

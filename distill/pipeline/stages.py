@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import student_engine, teacher_fingerprint
+from distill.spec import engine_content, eval_placement, teacher_fingerprint
 
 
 def _students(spec: dict) -> list[str]:
@@ -86,7 +86,7 @@ def _sft(run, item, out: Path):
 def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(base, f"base:{base}", run.spec.eval, run.spec.teacher, run.spec.seed, out)
+    return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out)
 
 
 def _train(run, name: str, out: Path):
@@ -106,7 +106,7 @@ def _base_eval_dir(run, name: str) -> Path | None:
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, run.spec.teacher,
+    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec),
                           run.spec.seed, out, base_dir=_base_eval_dir(run, name))
 
 
@@ -115,7 +115,7 @@ def scores_of(run, name: str) -> dict:
     path = run.root / "eval" / name / "scores.json"
     if run.spec.eval.benchmarks and path.exists():
         return json.loads(path.read_text())
-    return {"benchmarks": {}, "decoding": {**run.spec.eval.model_dump(), "seed": run.spec.seed}}
+    return {"benchmarks": {}, "decoding": {**eval_protocol(run.spec.eval), "seed": run.spec.seed}}
 
 
 def base_scores_of(run, name: str) -> dict | None:
@@ -137,8 +137,27 @@ def _base_eval_fingerprint(run, name: str) -> str | None:
     return marker["fingerprint"] if marker else None
 
 
+# Eval fields that only say where and how fast eval runs: a change re-uses the scores.
+EVAL_PLACEMENT_FIELDS = {"engine", "max_model_len", "replicas", "num_gpus", "num_cpus"}
+
+
+def eval_protocol(ev) -> dict:
+    """What decides eval's scores besides the model: eval's fields but its placement, each benchmark's own k and
+    max_tokens only where set (so specs written before they existed keep their fingerprints)."""
+    out = ev.model_dump(exclude=EVAL_PLACEMENT_FIELDS)
+    out["benchmarks"] = [{k: v for k, v in b.items() if v is not None or k not in ("k", "max_tokens")}
+                         for b in out["benchmarks"]]
+    return out
+
+
 def _eval_covers(run, item) -> list:
-    return [run.spec.eval.model_dump(), student_engine(run.spec.teacher).num_gpus, run.spec.seed]
+    ev = run.spec.eval
+    placed = eval_placement(run.spec)
+    # The device kind (0: CPU build, 1: GPUs), not the count, written as 0/1 so runs made before eval had its own
+    # placement keep their fingerprints; engine settings only when set, for the same reason.
+    covers = [eval_protocol(ev), int(placed.num_gpus > 0), run.spec.seed]
+    engine = engine_content(placed.engine)  # throughput settings (memory, parallelism) re-use the scores
+    return covers + ([engine] if engine else [])
 
 
 STAGES: tuple[Stage, ...] = (
@@ -149,7 +168,8 @@ STAGES: tuple[Stage, ...] = (
           covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
                                  run.spec.seed]),
     Stage("verify", _verify, inputs=("generate",),
-          covers=lambda run, _: [run.spec.filter.model_dump(), [b.model_dump() for b in run.spec.eval.benchmarks]]),
+          covers=lambda run, _: [run.spec.filter.model_dump(),  # decontamination reads the benchmarks' problems
+                                 [b.model_dump(include={"name", "problems"}) for b in run.spec.eval.benchmarks]]),
     Stage("sft", _sft, inputs=("verify",)),
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),

@@ -348,7 +348,8 @@ def scores(run: Run) -> dict:
                      100 * (s["pass@1"] - base["pass@1"]) if s and base else None)
             cells.append({"model": m["name"], "s": s, "delta": delta, "paired": paired})
         first = next((m["scores"][bench] for m in scored if bench in m["scores"]), {})
-        rows.append({"benchmark": bench, "problems": first.get("problems"), "k": first.get("k"), "cells": cells})
+        rows.append({"benchmark": bench, "problems": first.get("problems"), "k": first.get("k"),
+                     "max_tokens": first.get("max_tokens"), "cells": cells})
     pending = [m["key"] for m in models if not m["scores"]]
     return {"ready": True, "state": "partial" if pending else "done", "models": scored, "rows": rows,
             "chart": scores_chart(scored, benchmarks), "pending": pending, "decoding": scored[0]["decoding"]}

@@ -12,14 +12,28 @@ import time
 from typing import Any
 
 from distill import cluster
-from distill.models import resolve_model
+from distill.models import context_length, resolve_model
 from distill.spec import VLLMTeacher
 from distill.teachers.base import Adaptive, engine_params, trace_row
 
 # On the CPU build vLLM sizes its KV cache as a fraction of host RAM (`gpu_memory_utilization`, default 0.9:
 # fails whenever anything else holds memory, and at 0.3 several engines on one machine OOM it). A fixed 1 GiB
 # (~23k tokens of SmolLM2-135M) is plenty for small models and predictable; override in `teacher.engine`.
-CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096, "dtype": "float32"}
+# `enforce_eager`: on CPU, compiling the model graph takes ~90 s of a ~110 s engine start (measured on 2 cores,
+# SmolLM2-135M) for little decode speed on small models; eager mode starts in ~20 s. A spec that sets it wins.
+CPU_ENGINE_DEFAULTS = {"kv_cache_memory_bytes": 1 << 30, "max_model_len": 4096, "dtype": "float32",
+                       "enforce_eager": True}
+
+
+def engine_options(engine: dict[str, Any], on_cpu: bool, model_context: int | None = None) -> dict[str, Any]:
+    """The keyword arguments `vllm.LLM` gets besides model and seed: the spec's engine settings over the CPU
+    build's defaults (on CPU only; on GPUs vLLM's own defaults stand). The CPU default context is capped at the
+    model's own (`model_context`): vLLM refuses a max_model_len above it (e.g. a 1k-context student's eval)."""
+    defaults = dict(CPU_ENGINE_DEFAULTS) if on_cpu else {}
+    if defaults and model_context:
+        defaults["max_model_len"] = min(defaults["max_model_len"], model_context)
+    return {**defaults, **engine}
+
 
 def placement(teacher: VLLMTeacher) -> dict:
     """How one replica is placed on Ray: the actor's options, a placement group (or None), engine extras.
@@ -48,6 +62,7 @@ class EngineWorker:
 
     def __init__(self, model: str, engine: dict[str, Any], seed: int, system_prompt: str | None, on_cpu: bool,
                  teacher_id: str | None = None):
+        """`engine`: the resolved keyword arguments for vllm.LLM (`VLLMBackend.engine_kwargs`)."""
         t0 = time.time()
         if on_cpu:
             # In-process engine: a separate engine-core process busy-polls a whole core, which on a small CPU
@@ -56,9 +71,8 @@ class EngineWorker:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # per-request INFO lines drown the progress
         from vllm import LLM
 
-        opts = {**(CPU_ENGINE_DEFAULTS if on_cpu else {}), **engine}
         # Per-request seeds crash the CPU build ("CPU Generator does not use offset"): seed the engine there.
-        self.llm = LLM(model=model, seed=seed, **opts)
+        self.llm = LLM(model=model, seed=seed, **engine)
         self.tokenizer = self.llm.get_tokenizer()
         self.system_prompt = system_prompt
         self.model = teacher_id or model
@@ -146,8 +160,16 @@ class VLLMBackend:
                 pg, placement_group_capture_child_tasks=True,
                 placement_group_bundle_index=opts.pop("placement_group_bundle_index"))
         cls = ray.remote(EngineWorker).options(max_restarts=0, max_concurrency=1, **opts)
-        return cls.remote(self.model, {**self.teacher.engine, **self.plan["engine"]}, self.seed,
-                          self.teacher.system_prompt, self.teacher.num_gpus == 0, self.teacher_id)
+        return cls.remote(self.model, self.engine_kwargs(), self.seed, self.teacher.system_prompt, self.on_cpu(),
+                          self.teacher_id)
+
+    def on_cpu(self) -> bool:
+        return self.teacher.num_gpus == 0  # no GPU asked for: the actor runs vLLM's CPU build
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """Exactly what each replica's vllm.LLM gets besides model and seed."""
+        context = context_length(self.model) if self.on_cpu() and "max_model_len" not in self.teacher.engine else None
+        return engine_options({**self.teacher.engine, **self.plan["engine"]}, self.on_cpu(), context)
 
     def start(self) -> None:
         import ray
