@@ -179,7 +179,8 @@ def test_cluster_errors_are_typed_with_the_servers_message(head, client, tmp_pat
             call("no-such-job")
         assert e.value.message == "Job no-such-job does not exist." and e.value.status == 404
 
-    # A job that fails at once (its output dir sits under a file): FAILED is terminal, with Ray's message.
+    # A job that fails at once (its output dir sits under a file, which only the cluster can tell: the job's own
+    # preflight says so in one line, exit code 2): FAILED is terminal, with Ray's message.
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     job_id = f"fails-{uuid.uuid4().hex[:6]}"
@@ -189,8 +190,9 @@ def test_cluster_errors_are_typed_with_the_servers_message(head, client, tmp_pat
         client.jobs.create(_spec("smollm2-135m"), output_dir=str(tmp_path / "other"), job_id=job_id)
     done = client.jobs.wait(job_id, timeout=180, poll_interval=0.5)
     assert done.status is JobState.FAILED and done.terminal and not done.succeeded
-    assert "NotADirectoryError" in done.message and done.exit_code == 1
-    assert "NotADirectoryError" in "".join(client.jobs.tail(job_id))  # a finished job's stream ends by itself
+    why = f"output_dir: cannot create {blocker / 'run'}: {blocker} is a file"
+    assert why in done.message and done.exit_code == 2 and "Traceback" not in done.message
+    assert why in "".join(client.jobs.tail(job_id))  # a finished job's stream ends by itself
     assert done.name == "svc" and done.output_dir == str(blocker / "run")
 
 
