@@ -30,17 +30,18 @@ def test_each_benchmark_has_its_own_k_max_tokens_and_truncation_rate():
     ])
     scores = benchmark_scores(samples, ev)
     aime = scores["aime24"]
-    # per problem: a-0 2/4 (the truncated one is wrong), a-1 1/4 -> mean 0.375; stderr = |0.5-0.25|/2 = 0.125
+    # per problem: a-0 2/4 (the truncated one is wrong), a-1 1/4 -> mean 0.375; stderr = |0.5-0.25|/2 = 0.125;
+    # format failures: the 2 cut-off samples of 8 (the other wrong ones have an answer)
     assert aime == {"pass@1": 0.375, "stderr": 0.125, "problems": 2, "k": 4, "max_tokens": 32768,
-                    "truncation_rate": 0.25}
+                    "truncation_rate": 0.25, "format_failures": 0.25}
     assert scores["math500"] == {"pass@1": 0.75, "stderr": 0.25, "problems": 2, "k": 2, "max_tokens": 1024,
-                                 "truncation_rate": 0.0}
+                                 "truncation_rate": 0.0, "format_failures": 0.0}
 
 
 def test_a_benchmark_with_no_samples_scores_zero_without_dividing_by_zero():
     scores = benchmark_scores([], Eval(benchmarks=["gsm8k_test"]))
     assert scores["gsm8k_test"] == {"pass@1": 0.0, "stderr": 0.0, "problems": 0, "k": 1, "max_tokens": 1024,
-                                    "truncation_rate": 0.0}
+                                    "truncation_rate": 0.0, "format_failures": 0.0}
 
 
 def test_per_benchmark_k_and_max_tokens_are_validated_with_the_field_named():

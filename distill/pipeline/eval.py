@@ -42,10 +42,11 @@ def correct_by_problem(samples: pa.Table) -> dict[str, dict[str, list[bool]]]:
     """{benchmark: {problem_id: [correct per sample, in sample order]}} from a samples table; a sample cut off at
     max_tokens is wrong, as in `benchmark_scores`."""
     out: dict[str, dict[str, list[bool]]] = {}
-    rows = sorted(samples.select(["benchmark", "problem_id", "sample_index", "correct", "finish_reason"]).to_pylist(),
-                  key=lambda r: (r["problem_id"], r["sample_index"]))
+    cols = ["benchmark", "problem_id", "sample_index", "correct"]
+    cols += ["finish_reason"] if "finish_reason" in samples.column_names else []
+    rows = sorted(samples.select(cols).to_pylist(), key=lambda r: (r["problem_id"], r["sample_index"]))
     for r in rows:
-        ok = bool(r["correct"]) and r["finish_reason"] != "length"
+        ok = bool(r["correct"]) and r.get("finish_reason") != "length"
         out.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(ok)
     return out
 
@@ -66,13 +67,13 @@ def benchmark_scores(samples: list[dict], ev: Eval) -> dict[str, dict]:
     reason 'length'), which count as wrong (R1's protocol: an answer cut off is no answer)."""
     by_bench: dict[str, dict[str, list[bool]]] = {}
     truncated: dict[str, int] = {}
+    outcomes: dict[str, list] = {}  # (reason, finish_reason, right) per sample: the format-failure share
     for r in samples:
         cut = r["finish_reason"] == "length"
+        right = bool(r["correct"]) and not cut
         truncated[r["benchmark"]] = truncated.get(r["benchmark"], 0) + cut
-        by_bench.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(bool(r["correct"]) and not cut)
-    outcomes: dict[str, list] = {}
-    for r in samples:
-        outcomes.setdefault(r["benchmark"], []).append((r["reason"], r["finish_reason"], bool(r["correct"])))
+        by_bench.setdefault(r["benchmark"], {}).setdefault(r["problem_id"], []).append(right)
+        outcomes.setdefault(r["benchmark"], []).append((r.get("reason"), r["finish_reason"], right))
     out = {}
     for bench in ev.benchmarks:
         problems = by_bench.get(bench.name, {})
