@@ -22,14 +22,6 @@ import numpy as np
 ARCHITECTURES = {"llama": ("LLAMA", True), "qwen2": ("QWEN2", False), "qwen3": ("QWEN3", False)}
 QUANTS = ("F16", "Q8_0")
 
-# The Q8_0 file keeps the token embedding and the output layer in F16, everything else Q8_0: what llama.cpp's
-# `llama-quantize --token-embedding-type f16 --output-tensor-type f16` writes (with tied embeddings, as in
-# SmolLM2, llama-quantize treats `token_embd` as the output tensor). By default llama-quantize makes them Q8_0
-# too, but these are the tensors that set the logits directly: the real SmolLM2-135M with them in Q8_0 agreed
-# with the merged model on only 98.1% of top-1 next tokens (issue 18 asks >= 99%); in F16 it meets it
-# (tests/test_export_gguf.py). They are 28M of SmolLM2's 135M parameters, so the file grows by ~30 MB.
-Q8_0_KEEPS_F16 = ("token_embd.weight", "output.weight")
-
 
 class GGUFUnsupported(ValueError):
     """The student cannot be written as a GGUF llama.cpp would run correctly; str() says why in one line."""
@@ -40,7 +32,6 @@ class Written:
     path: Path
     quant: str
     tensors: int
-    f16_tensors: tuple[str, ...] = ()  # the matrices a Q8_0 file holds in F16 (Q8_0_KEEPS_F16, odd widths)
 
 
 def _rope_theta(cfg: dict) -> float:
@@ -242,20 +233,17 @@ def export_gguf(model_dir: Path, out_dir: Path, name: str, quants=QUANTS, tok=No
         w.add_token_types(types)
         special.add_to_gguf(w, quiet=True)
 
-        kept_f16 = []
         for gname, t in tensors:
             if t.ndim == 1:
                 w.add_tensor(gname, t.astype(np.float32))  # norms, biases, rope factors: F32, as llama.cpp
-            elif quant == "Q8_0" and gname not in Q8_0_KEEPS_F16 \
-                    and t.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+            elif quant == "Q8_0" and t.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
                 w.add_tensor(gname, gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0),
                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
             else:
                 w.add_tensor(gname, t.astype(np.float16))
-                kept_f16 += [gname] if quant == "Q8_0" else []
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        written.append(Written(path, quant, len(tensors), tuple(sorted(kept_f16))))
+        written.append(Written(path, quant, len(tensors)))
     return written

@@ -24,9 +24,6 @@ def write_gguf_folder(merged_dir: Path, out_dir: Path, name: str) -> dict:
         return {"skipped": f"no GGUF: {e}"}
     add_bos = adds_bos(tok)
     info = {"files": {w.quant: w.path.name for w in written}, "stop": stop_tokens(tok)}
-    for w in written:
-        if w.f16_tensors:  # what a user comparing with a stock llama-quantize Q8_0 would want to know
-            info[f"{w.quant}_keeps_f16"] = list(w.f16_tensors)
     try:
         (out_dir / "Modelfile").write_text(write_modelfile(tok, f"{name}-{OLLAMA_QUANT}.gguf", add_bos))
         info["modelfile"] = "Modelfile"
