@@ -131,9 +131,12 @@ def test_smollm2_student_round_trips(tmp_path):
     identical, agreement = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48)
     print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
     assert identical
-    # Below the trained tiny students' 99%: on this 135M model Q8_0 measured 98.1% over generated positions
-    # (263/268, 8 prompts x 48 tokens), with tensors byte-identical to llama.cpp's own converter's Q8_0.
-    assert agreement >= 0.97
+    # Below issue 18's 99%: on this 135M model Q8_0 measured 98.3% (169/172 generated positions, these 6 prompts
+    # x up to 48 tokens), with tensors byte-identical to llama.cpp's own converter's Q8_0. The 3 misses are
+    # near-ties (the merged model's top-2 logit gap 0.013, 0.082, 0.216). Keeping token_embd (tied: the output
+    # layer) in F16, as llama-quantize's --output-tensor-type f16 would, measured the same 169/172, so the
+    # error comes from the blocks' Q8_0 weights and the exporter does not do it.
+    assert agreement >= 0.98
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):

@@ -8,7 +8,9 @@ from pathlib import Path
 from distill.export.gguf import QUANTS, GGUFUnsupported, adds_bos, check_supported, export_gguf
 from distill.export.modelfile import TemplateUnsupported, stop_tokens, write_modelfile
 
-OLLAMA_QUANT = "Q8_0"  # half the size of F16 at >= 99% top-1 agreement (tests/test_export_gguf.py)
+# about half F16's size; top-1 next-token agreement with the merged model >= 99% on the trained tiny students,
+# 98.3% on SmolLM2-135M (tests/test_export_gguf.py)
+OLLAMA_QUANT = "Q8_0"
 
 
 def write_gguf_folder(merged_dir: Path, out_dir: Path, name: str) -> dict:
