@@ -33,7 +33,7 @@ def _spec(teacher: dict, **over):
 
 def _keys(spec, prompts_file) -> dict:
     """What decides whether work is re-used: the shard key and each stage's own covers."""
-    run = SimpleNamespace(spec=spec)
+    run = SimpleNamespace(spec=spec, markers={})  # no stage finished yet: no base eval to pair with
     covers = {st.name: json.dumps(st.covers(run, "s"), sort_keys=True, default=str) for st in STAGES
               if st.name in ("generate", "eval", "eval-base")}
     return {"shards": shard_key(prompts_file, spec.teacher, spec.sampling, spec.seed), **covers}
