@@ -34,6 +34,10 @@ from tests.conftest import REPO, tiny_spec
 VENV_BIN = Path(sys.executable).parent
 
 
+# A real Ray head and real jobs: integration tests, out of the unit run (`pytest -m "not slow"`).
+pytestmark = pytest.mark.slow
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -230,7 +234,6 @@ def test_cli_submits_a_spec_file_and_cancels_it(head, client, tmp_path):
 
 # -- a whole run, watched, listed and downloaded; then a run cancelled ----------------------------------------
 
-@pytest.mark.slow
 def test_spec_runs_to_succeeded_then_a_second_job_is_cancelled(head, client, artifacts, tiny_llama, tmp_path):
     spec = _spec(tiny_llama)
     job = client.jobs.create(spec)  # relative output_dir "run1": under the client's artifacts root

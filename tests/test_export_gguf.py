@@ -72,6 +72,7 @@ def test_family_gguf_carries_tokenizer_and_template(family, tiny_family, tmp_pat
     assert (err <= step * (0.5 + 127 * 2**-11) + 1e-7).all()
 
 
+@pytest.mark.slow  # a whole export and reload: out of the unit run
 def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
     """Fast: Llama's q/k permutation undone by transformers' reader gives back the exact model."""
     base = tiny_family("llama3")
