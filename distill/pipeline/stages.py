@@ -99,8 +99,8 @@ def _train(run, name: str, out: Path):
 def _base_eval_dir(run, name: str) -> Path | None:
     """The student's base model's finished eval, if this run scored it: the student's scores then carry the paired
     student − base comparison (`vs_base`)."""
-    path = run.root / base_eval_key(_student(run, name).base)
-    return path if base_eval_key(_student(run, name).base) in run.markers else None
+    key = base_eval_key(_student(run, name).base)
+    return run.root / key if key in run.markers else None
 
 
 def _eval(run, name: str, out: Path):
