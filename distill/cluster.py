@@ -17,6 +17,11 @@ def configure(address: str | None) -> None:
     _address = address
 
 
+def on_cluster() -> bool:
+    """This run is to use a Ray cluster (the spec's `ray_address`, or inside a Ray job), not an embedded Ray."""
+    return bool(_address or os.environ.get("RAY_ADDRESS"))
+
+
 def ensure_ray() -> None:
     import ray
 

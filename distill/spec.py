@@ -19,6 +19,9 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, Validati
 from distill import catalog
 
 DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+# Non-reasoning prompts (sources with no checkable answer: chat, writing) are asked as they are: no \boxed{}
+# instruction, which has no meaning for a haiku.
+NON_REASONING_TEMPLATE = "{problem}"
 
 
 class SpecError(ValueError):
@@ -115,6 +118,25 @@ def engine_content(engine: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in engine.items() if k not in THROUGHPUT_ENGINE_KEYS}
 
 
+def prompts_content(prompts: "Prompts") -> dict:
+    """What the prompts stage's fingerprint covers: the prompts fields, the non-reasoning template only when it is
+    not the default (so specs written before it existed keep their fingerprints)."""
+    out = prompts.model_dump()
+    if out["non_reasoning_template"] == NON_REASONING_TEMPLATE:
+        del out["non_reasoning_template"]
+    return out
+
+
+def filter_content(f: "Filter") -> dict:
+    """What the verify stage's fingerprint covers: the filter but its throughput knob (`workers`: where and how
+    fast traces are judged, never the verdict), `domain_targets` only when set (old specs keep their
+    fingerprints)."""
+    out = f.model_dump(exclude={"workers"})
+    if out["domain_targets"] is None:
+        del out["domain_targets"]
+    return out
+
+
 def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
     """What decides a trace's content, for shard keys and the generate stage's fingerprint: the teacher as
     fingerprints have always seen it (every field of every backend, the other backends' at their defaults), with
@@ -141,6 +163,15 @@ class Source(Strict):
     domain: str = "math"
     limit: int | None = Field(None, ge=1, description="take at most this many problems")
 
+    def domains(self) -> set[str]:
+        """The domains this source's rows carry: a file's own `domain`, a catalog source's, a mixture's parts'."""
+        if self.dataset is None:
+            return {self.domain}
+        entry = catalog.get(self.dataset)
+        if isinstance(entry, catalog.SourceEntry):
+            return {entry.domain}
+        return {catalog.get(part.source).domain for part in entry.sources}
+
     @field_validator("path")
     @classmethod
     def _path_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
@@ -165,9 +196,12 @@ class Source(Strict):
 class Prompts(Strict):
     sources: list[Source] = Field(min_length=1)
     template: str = Field(DEFAULT_TEMPLATE, description="user message; {problem} is replaced")
-    shuffle_seed: int = 0
+    non_reasoning_template: str = Field(NON_REASONING_TEMPLATE, description="user message of a non-reasoning "
+                                        "prompt (a source with answer_format none); {problem} is replaced")
+    shuffle_seed: int = Field(0, description="the prompts are written in an order shuffled by this seed (the same "
+                              "seed, the same order), so every domain of a mix is spread over the generate shards")
 
-    @field_validator("template")
+    @field_validator("template", "non_reasoning_template")
     @classmethod
     def _has_slot(cls, v: str) -> str:
         if "{problem}" not in v:
@@ -236,6 +270,15 @@ class Filter(Strict):
     verify_memory_mb: int = Field(1024, ge=64, description="memory limit of a checker process")
     code_timeout_s: float = Field(10.0, gt=0, description="CPU-time limit of a code answer's run (wall: +2 s)")
     code_memory_mb: int = Field(512, ge=32, description="memory limit of a code answer's process")
+    # where the judging runs: a throughput knob, left out of the stage's fingerprint (`filter_content`)
+    workers: int | None = Field(None, ge=1, description="processes judging traces on the driver's machine; unset: "
+                                "all its cores. Attached to a Ray cluster of several nodes, the stage spreads its "
+                                "batches over the cluster as Ray tasks instead (distill/verify/distributed.py)")
+    # the mix: held after verification, so changing a target re-runs verify, never generation
+    domain_targets: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="kept traces per domain, e.g. {math: 600000, chat: 200000} (R1's mix): at most this "
+        "many are kept per domain, spread over its problems (over_domain_target); a domain short of its target is "
+        "reported in the funnel")
 
 
 class Lora(Strict):
@@ -335,6 +378,15 @@ class Eval(Strict):
         return [{"name": b} if isinstance(b, str) else b for b in v]
 
 
+class Sft(Strict):
+    """The SFT dataset stage (distill/pipeline/sft.py)."""
+
+    # R1 answered simple queries without a chain of thought: a non-reasoning example (no reference answer) is
+    # trained on the teacher's answer alone, its `<think>` block stripped, unless this asks to keep it.
+    think_non_reasoning: bool = Field(False, description="keep the teacher's <think> block in non-reasoning "
+                                      "examples (default: stripped, the student answers them directly)")
+
+
 class Package(Strict):
     """The package stage (distill/package.py, distill/export/)."""
 
@@ -354,7 +406,20 @@ class Spec(Strict):
     students: list[Student] = Field(min_length=1)
     eval: Eval = Field(default_factory=Eval)
     prices: Prices | None = Field(None, description="for the cost ledger in run.json and the package manifest")
+    sft: Sft = Field(default_factory=Sft)
     package: Package = Field(default_factory=Package)
+
+    @field_validator("filter")
+    @classmethod
+    def _targets_have_sources(cls, v: Filter, info: ValidationInfo) -> Filter:
+        prompts = info.data.get("prompts")  # absent when the prompts failed their own validation
+        if v.domain_targets and prompts is not None:
+            provided = set().union(*(src.domains() for src in prompts.sources))
+            missing = sorted(set(v.domain_targets) - provided)
+            if missing:
+                raise ValueError(f"domain_targets: no prompt source provides domain {', '.join(map(repr, missing))} "
+                                 f"(the sources provide: {', '.join(sorted(provided))})")
+        return v
 
     @model_validator(mode="after")
     def _unique_students(self) -> Spec:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import engine_content, eval_placement, teacher_fingerprint
+from distill.spec import Sft, engine_content, eval_placement, filter_content, prompts_content, teacher_fingerprint
 
 
 def _students(spec: dict) -> list[str]:
@@ -65,10 +65,12 @@ def _generate(run, item, out: Path):
 
 def _verify(run, item, out: Path):
     from distill.pipeline.verify import verify_stage
+    from distill.verify.distributed import local_cores, spread_over_cluster
 
     # Decontamination checks the problems against the benchmark slices this spec evaluates on.
     s = run.spec
-    return verify_stage(run.root / "generate", out, s.filter, workers=2, benchmarks=s.eval.benchmarks)
+    return verify_stage(run.root / "generate", out, s.filter, workers=s.filter.workers or local_cores(),
+                        benchmarks=s.eval.benchmarks, spread=spread_over_cluster())
 
 
 def _sft(run, item, out: Path):
@@ -80,7 +82,7 @@ def _sft(run, item, out: Path):
     # rebuild the stage (nor retrain the students downstream of it).
     s = run.spec
     card = {"name": s.name, "teacher": s.teacher.model, "spec_hash": s.fingerprint()}
-    return build_sft_dataset(run.root / "verify", out, card=card)
+    return build_sft_dataset(run.root / "verify", out, card=card, think_non_reasoning=s.sft.think_non_reasoning)
 
 
 def _eval_base(run, base: str, out: Path):
@@ -162,15 +164,17 @@ def _eval_covers(run, item) -> list:
 
 STAGES: tuple[Stage, ...] = (
     Stage("prompts", _prompts,
-          covers=lambda run, _: [run.spec.prompts.model_dump(),
+          covers=lambda run, _: [prompts_content(run.spec.prompts),
                                  [artifacts.file_digest(src.path) for src in run.spec.prompts.sources if src.path]]),
     Stage("generate", _generate, inputs=("prompts",),
           covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
                                  run.spec.seed]),
     Stage("verify", _verify, inputs=("generate",),
-          covers=lambda run, _: [run.spec.filter.model_dump(),  # decontamination reads the benchmarks' problems
+          covers=lambda run, _: [filter_content(run.spec.filter),  # decontamination reads the benchmarks' problems
                                  [b.model_dump(include={"name", "problems"}) for b in run.spec.eval.benchmarks]]),
-    Stage("sft", _sft, inputs=("verify",)),
+    # The SFT settings only when not the defaults: runs from before they existed keep their fingerprints.
+    Stage("sft", _sft, inputs=("verify",),
+          covers=lambda run, _: [] if run.spec.sft == Sft() else [run.spec.sft.model_dump()]),
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
     Stage("train", _train, inputs=("sft",), each=_students,

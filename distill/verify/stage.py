@@ -16,6 +16,7 @@ The funnel, in the order steps are applied (a trace's reason is the first step t
   verify           no_answer, incorrect, unverifiable: <why>, unreferenced (when not kept)
   dedup_traces     duplicate_trace, near_duplicate_trace          (among traces that passed verification)
   per_problem_cap  over_per_problem_cap
+  domain_targets   over_domain_target                             (filter.domain_targets: targets.py)
   kept             correct, unreferenced (when keep_unreferenced)
 
 Two columns keep the answer apart from the filters: `correct` is whether the final answer is right, judged for
@@ -47,6 +48,7 @@ from distill.verify import files as file_io
 from distill.verify.decontam import Decontaminator
 from distill.verify.extract import reference_answer
 from distill.verify.judge import Verdict, precheck, verdict_from_result
+from distill.verify.targets import DomainTargets
 
 STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("decontaminate", ("contaminated",)),
@@ -56,6 +58,7 @@ STEPS: list[tuple[str, tuple[str, ...]]] = [
     ("verify", ("no_answer", "incorrect", "unverifiable", "unreferenced")),
     ("dedup_traces", ("duplicate_trace", "near_duplicate_trace")),
     ("per_problem_cap", ("over_per_problem_cap",)),
+    ("domain_targets", ("over_domain_target",)),
 ]
 STEP_OF = {r: step for step, reasons in STEPS for r in reasons}
 JUDGE_FILTER_REASONS = {"generation_error", "truncated", "unclosed_think", "empty_answer"}
@@ -96,6 +99,7 @@ class Settings:
     verify_memory_mb: int = 1024
     code_timeout_s: float = 10.0
     code_memory_mb: int = 512
+    domain_targets: dict | None = None
 
     @classmethod
     def from_filter(cls, f) -> Settings:
@@ -160,6 +164,8 @@ class BatchResult:
     problems: dict = field(default_factory=dict)  # problem_id -> problem info, first seen in this worker
     fast: int = 0
     outcome: list = field(default_factory=list)  # the answer's check: correct | incorrect | unverifiable | None
+    node: str | None = None  # the Ray node that judged the batch (spread over a cluster), else None
+    checked: dict | None = None  # the counts of `check_pending` when the batch was settled where it was judged
 
 
 def _pass1(cols: dict) -> BatchResult:
@@ -234,6 +240,57 @@ def _pass1(cols: dict) -> BatchResult:
     return res
 
 
+def judge_batch(init: tuple, cols: dict) -> BatchResult:
+    """One batch judged completely where it runs (a Ray task on any node, `distributed.py`): pass 1, then what
+    the fast path left to math-verify and the sandbox, one checker process at a time, with the same limits."""
+    _init_worker(*init)
+    res = _pass1(cols)
+    res.checked = check_pending([res], init[0], workers=1)
+    return res
+
+
+def _whole(items: list, size: int, phase: str, fn: Callable[[list], list]) -> list:
+    return fn(items)
+
+
+def check_pending(results: list[BatchResult], s: Settings, workers: int, chunks: Callable = _whole) -> dict:
+    """Settle the comparisons pass 1 left pending in `results` (math-verify in killable checker processes, code in
+    the sandbox), `workers` at a time; returns the counts for `stats["checked"]`. `chunks`: how the work is cut
+    (`_in_chunks` moves the progress bar)."""
+    from distill.verify import checker
+    from distill.verify.code import run_tests_many
+    from distill.verify.judge import compare_many
+    from distill.verify.sandbox import Limits
+
+    math_items = [(r, i, p) for r in results for i, kind, p in r.pending if kind == "math"]
+    code_items = [(r, i, p) for r in results for i, kind, p in r.pending if kind == "code"]
+    checked = {"fast_path": sum(r.fast for r in results), "checker": len(math_items), "code": len(code_items)}
+    if math_items:
+        pool = checker.pool(workers, s.verify_timeout_s, s.verify_memory_mb)
+        killed = pool.killed
+        out = chunks([p for _, _, p in math_items], CHECK_CHUNK * workers, "symbolic checks",
+                     lambda part: compare_many(part, workers, s.verify_timeout_s, s.verify_memory_mb))
+        checked["checker_restarts"] = pool.killed - killed
+        for (r, i, (pred, *_)), (outcome, detail) in zip(math_items, out):
+            _settle(r, i, verdict_from_result(pred, outcome, detail))
+    if code_items:
+        limits = Limits(cpu_s=max(1, int(s.code_timeout_s)), wall_s=s.code_timeout_s + 2, memory_mb=s.code_memory_mb)
+        out = chunks([p for _, _, p in code_items], 2 * workers, "code tests",
+                     lambda part: run_tests_many(part, workers, limits))
+        for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
+            _settle(r, i, verdict_from_result(code, outcome, detail))
+    for r in results:
+        r.pending = []
+    return checked
+
+
+def _settle(r: BatchResult, i: int, v: Verdict) -> None:
+    r.reason[i] = r.reason[i] or v.reason  # a trace filter's reason stands; `correct` is the answer's
+    r.correct[i], r.detail[i], r.outcome[i] = v.correct, v.detail, v.outcome
+    if not v.correct and r.digests[i]:
+        r.digests[i] = 0  # no longer a dedup candidate
+
+
 # ---------------------------------------------------------------- reading
 
 def _files(path: Path) -> list[Path]:
@@ -257,7 +314,7 @@ def parquet_batches(files: list[Path], columns: list[str] | None = None, rows: i
         yield from pf.iter_batches(batch_size=rows, columns=cols)
 
 
-NEEDED = ["response", "answer", "finish_reason", "answer_format", "problem", "problem_id"]
+NEEDED = ["response", "answer", "finish_reason", "answer_format", "problem", "problem_id", "domain"]
 
 
 def _cols(batch: pa.RecordBatch) -> dict:
@@ -270,9 +327,13 @@ class FilterRun:
     """Pass 1 over `batches()`, the global decisions, then `annotate` per batch for pass 2."""
 
     def __init__(self, settings: Settings, benchmarks=None, workers: int = 1,
-                 decontaminator: Decontaminator | None = None, log: Callable[[str], None] | None = None):
+                 decontaminator: Decontaminator | None = None, log: Callable[[str], None] | None = None,
+                 spread: bool = False):
         self.s = settings
         self.workers = max(1, int(workers))
+        self.spread = spread  # judge the batches as Ray tasks over the cluster (distributed.py)
+        self.placement: dict = {}
+        self.targets = DomainTargets(settings.domain_targets) if settings.domain_targets else None
         self.log = log or (lambda msg: None)
         self.decontam = decontaminator
         if self.decontam is None and settings.decontaminate and benchmarks:
@@ -291,6 +352,8 @@ class FilterRun:
             self.results.append(res)
             bar.update(len(res.reason), pending=sum(len(r.pending) for r in self.results))
 
+        if self.targets is not None:
+            batches = self.targets.note(batches)
         try:
             self._pass1(batches, total_rows, init, add)
         finally:
@@ -310,11 +373,20 @@ class FilterRun:
 
     def _pass1(self, batches: Iterator[dict], total_rows: int | None, init: tuple,
                add: Callable[[BatchResult], None]) -> None:
-        if self.workers <= 1 or (total_rows is not None and total_rows < PARALLEL_MIN_ROWS):
+        if self.spread:
+            from distill.verify.distributed import judge_on_cluster
+
+            judge_on_cluster(batches, init, add)
+            nodes = [r.node for r in self.results]
+            self.placement = {"mode": "ray", "batch_nodes": nodes,
+                              "rows_by_node": dict(Counter(n for r in self.results for n in [r.node] * r.n))}
+        elif self.workers <= 1 or (total_rows is not None and total_rows < PARALLEL_MIN_ROWS):
+            self.placement = {"mode": "in_process", "workers": 1}
             _init_worker(*init)
             for cols in batches:
                 add(_pass1(cols))
         else:
+            self.placement = {"mode": "processes", "workers": self.workers}
             ctx = mp.get_context("spawn")  # the caller may hold Ray's threads: never fork it
             with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_pool_worker,
                                         initargs=init) as ex:
@@ -327,38 +399,11 @@ class FilterRun:
                     add(window.popleft().result())
 
     def _resolve_pending(self) -> None:
-        from distill.verify import checker
-        from distill.verify.code import run_tests_many
-        from distill.verify.judge import compare_many
-        from distill.verify.sandbox import Limits
-
-        math_items = [(r, i, p) for r in self.results for i, kind, p in r.pending if kind == "math"]
-        code_items = [(r, i, p) for r in self.results for i, kind, p in r.pending if kind == "code"]
-        self.checked = {"fast_path": sum(r.fast for r in self.results), "checker": len(math_items),
-                        "code": len(code_items)}
-        if math_items:
-            pool = checker.pool(self.workers, self.s.verify_timeout_s, self.s.verify_memory_mb)
-            killed = pool.killed
-            out = _in_chunks([p for _, _, p in math_items], CHECK_CHUNK * self.workers, "symbolic checks",
-                             lambda part: compare_many(part, self.workers, self.s.verify_timeout_s,
-                                                       self.s.verify_memory_mb))
-            self.checked["checker_restarts"] = pool.killed - killed
-            for (r, i, (pred, *_)), (outcome, detail) in zip(math_items, out):
-                self._set(r, i, verdict_from_result(pred, outcome, detail))
-        if code_items:
-            limits = Limits(cpu_s=max(1, int(self.s.code_timeout_s)), wall_s=self.s.code_timeout_s + 2,
-                            memory_mb=self.s.code_memory_mb)
-            out = _in_chunks([p for _, _, p in code_items], 2 * self.workers, "code tests",
-                             lambda part: run_tests_many(part, self.workers, limits))
-            for (r, i, (code, _)), (outcome, detail) in zip(code_items, out):
-                self._set(r, i, verdict_from_result(code, outcome, detail))
-
-    @staticmethod
-    def _set(r: BatchResult, i: int, v: Verdict) -> None:
-        r.reason[i] = r.reason[i] or v.reason  # a trace filter's reason stands; `correct` is the answer's
-        r.correct[i], r.detail[i], r.outcome[i] = v.correct, v.detail, v.outcome
-        if not v.correct and r.digests[i]:
-            r.digests[i] = 0  # no longer a dedup candidate
+        settled = [r.checked for r in self.results if r.checked]  # batches settled where they were judged
+        checked = Counter(check_pending(self.results, self.s, self.workers, _in_chunks))
+        for c in settled:
+            checked.update(c)
+        self.checked = dict(checked)
 
     # global decisions ---------------------------------------------------------------------------------------
     def _decide(self) -> None:
@@ -446,6 +491,10 @@ class FilterRun:
                     per_problem[idx[i]] += 1
                 kept[i] = keep
             self.kept.append(kept)
+        self.target_report = None
+        if self.targets is not None:
+            self.target_report, dropped = self.targets.hold(self.kept, self.row_pidx, [r.reason for r in self.results])
+            np.subtract.at(per_problem, dropped, 1)
         self.per_problem = per_problem
 
     # pass 2 -------------------------------------------------------------------------------------------------
@@ -482,7 +531,8 @@ class FilterRun:
             remaining -= sum(dropped.values())
             funnel.append({"step": step, "dropped": dropped, "remaining": remaining})
         funnel.append({"step": "kept", "remaining": kept,
-                       "by_reason": {r: reasons[r] for r in sorted(kept_reasons) if reasons.get(r)}})
+                       "by_reason": {r: reasons[r] for r in sorted(kept_reasons) if reasons.get(r)},
+                       **({"targets": self.target_report} if self.target_report is not None else {})})
         return {
             "generated": generated,
             "correct": int(correct),
@@ -497,6 +547,8 @@ class FilterRun:
             "contaminated_by": dict(self.contaminated_by),
             "checked": self.checked,
             "seconds": self.seconds,
+            "placement": self.placement,
+            **({"domain_targets": self.target_report} if self.target_report is not None else {}),
         }
 
 
@@ -581,17 +633,19 @@ class _Writer:
 
 # ---------------------------------------------------------------- entry points
 
-def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int = 1, benchmarks=None) -> dict:
+def verify_stage(generated_dir: Path, out_dir: Path, spec_filter, workers: int = 1, benchmarks=None,
+                 spread: bool = False) -> dict:
     """Read generated traces, filter and judge them, write every trace with its verdict (`traces.parquet`: the
     input columns plus extracted, correct, reason, kept, detail) and the kept ones (`kept.parquet`), and return
     the stats (also written as `stats.json`): generated, correct, kept, reasons (counts per final reason) and
     funnel (ordered steps with what each dropped). `benchmarks`: the spec's `eval.benchmarks` (decontamination
-    against exactly the problems evaluated)."""
+    against exactly the problems evaluated). `spread`: judge the batches as Ray tasks over the cluster
+    (`distributed.py`); the output is the same row for row."""
     s = Settings.from_filter(spec_filter)
     files = _files(Path(generated_dir))
     schema = _schema(files)
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    run = FilterRun(s, benchmarks, workers)
+    run = FilterRun(s, benchmarks, workers, spread=spread)
     run.pass1((_cols(b) for b in parquet_batches(files, NEEDED)), total)
     out_schema = schemas.verified_schema(schema)
     traces, kept = _Writer(Path(out_dir) / "traces.parquet"), _Writer(Path(out_dir) / "kept.parquet")
