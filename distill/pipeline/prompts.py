@@ -3,7 +3,8 @@
 Writes `prompts.parquet`:
   problem_id (str, `<source>-<sha1 of problem>`, stable across runs), source, domain, problem,
   answer (the normalised reference; "" when the source has none), answer_format, prompt (the user message).
-Exact duplicate problems are dropped here (counted as `duplicate_problem`): the same problem twice would
+Rows are in an order shuffled by `shuffle_seed`, and non-reasoning sources get their own template
+(`distill/mixture.py`). Exact duplicate problems are dropped here (counted as `duplicate_problem`): the same problem twice would
 only buy the teacher the same work twice.
 """
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import schemas
+from distill.mixture import prompt_text, shuffle_prompts
 from distill.sources import source_rows
 from distill.spec import Prompts
 
@@ -35,10 +37,11 @@ def build_prompts(spec: Prompts, out_dir: Path) -> dict:
                 continue
             seen.add(digest)
             row["problem_id"] = f"{row['source']}-{digest}"
-            row["prompt"] = spec.template.replace("{problem}", row["problem"])
+            row["prompt"] = prompt_text(row["problem"], row["answer_format"], spec)
             rows.append(row)
             counts[row["source"]] += 1
     if not rows:
         raise ValueError("prompts: the sources produced no problems")
     pq.write_table(pa.Table.from_pylist(rows, schema=schemas.PROMPTS), out_dir / "prompts.parquet")
+    shuffle_prompts(out_dir / "prompts.parquet", spec.shuffle_seed)
     return {"problems": len(rows), "by_source_or_drop": dict(counts)}

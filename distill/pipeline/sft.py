@@ -3,7 +3,8 @@
 The assistant turn is `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (R1's format): a teacher that already
 writes `<think>` keeps its split; for one that does not, the whole response is the reasoning and the answer is
 the verified final answer restated in `\\boxed{}`, so every student learns one output shape. Traces with no
-reference (non-reasoning data) are kept as plain answers with no think block.
+reference (non-reasoning data) are kept as the teacher's answer with its think block stripped (R1 answered
+simple queries without a chain of thought), unless the spec's `sft.think_non_reasoning` keeps it.
 
 Writes `train.parquet` and the same rows as an HF `datasets` dataset in `hf/`:
   problem_id, sample_index, prompt (list of {role, content}), completion (list of {role, content}),
@@ -18,11 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import artifacts, schemas
+from distill.mixture import non_reasoning_turn
 
 
-def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
+def assistant_turn(response: str, extracted: str | None, reason: str, think_non_reasoning: bool = False) -> str:
     if reason == "unreferenced":
-        return response.strip()
+        return non_reasoning_turn(response, think_non_reasoning)
     if "</think>" in response:
         reasoning, answer = response.split("</think>", 1)
         reasoning = reasoning.replace("<think>", "").strip()
@@ -32,8 +34,10 @@ def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
     return f"<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
-def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None) -> dict:
-    """`card`: name, teacher and spec_hash for the dataset card; None writes none."""
+def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None,
+                      think_non_reasoning: bool = False) -> dict:
+    """`card`: name, teacher and spec_hash for the dataset card; None writes none. `think_non_reasoning`: keep
+    the teacher's <think> block in non-reasoning examples (spec `sft.think_non_reasoning`)."""
     import datasets
 
     from distill.export.dataset_card import write_dataset_card
@@ -44,7 +48,8 @@ def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None)
             "problem_id": r["problem_id"],
             "sample_index": r["sample_index"],
             "prompt": [{"role": "user", "content": r["prompt"]}],
-            "completion": [{"role": "assistant", "content": assistant_turn(r["response"], r["extracted"], r["reason"])}],
+            "completion": [{"role": "assistant", "content": assistant_turn(r["response"], r["extracted"], r["reason"],
+                                                                         think_non_reasoning)}],
         }
         for r in kept
     ]

@@ -78,6 +78,7 @@ WHY = {
     "duplicate_trace": "a copy of another verified trace",
     "near_duplicate_trace": "nearly a copy of another verified trace",
     "over_per_problem_cap": "its problem already had filter.max_per_problem kept traces",
+    "over_domain_target": "its domain already had its filter.domain_targets count of kept traces",
 }
 ALWAYS_SHOWN = ("truncated", "unclosed_think", "no_answer", "incorrect")  # rebuilt funnels show these even at 0
 EXAMPLE_CHARS = 1500  # of a response's head and of its tail; the verifier reads the tail, so keep both
@@ -213,6 +214,8 @@ def _funnel_from_steps(steps: list[dict]) -> list[dict]:
         step, remaining = item.get("step"), item.get("remaining", 0)
         if step in ("generated", "kept"):
             by = ", ".join(f"{n:,} {r}" for r, n in (item.get("by_reason") or {}).items())
+            if item.get("targets"):
+                by = "; ".join(filter(None, [by, targets_text(item["targets"])]))
             rows.append({"step": step, "label": step, "kind": "", "reason": None, "dropped": None,
                          "remaining": remaining, "why": by})
             continue
@@ -226,6 +229,12 @@ def _funnel_from_steps(steps: list[dict]) -> list[dict]:
             left -= dropped[reason]
             rows.append(_drop_row(reason, step, dropped[reason], left))
     return rows
+
+
+def targets_text(targets: dict) -> str:
+    """The kept traces against the spec's domain targets, each domain's shortfall named."""
+    return ", ".join(f"{domain}: {t['kept']:,} of {t['target']:,}" + (f" ({t['short']:,} short)" if t["short"] else "")
+                     for domain, t in targets.items())
 
 
 def _funnel_from_reasons(run: Run, stats: dict) -> list[dict]:

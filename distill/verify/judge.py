@@ -66,7 +66,8 @@ def precheck(response, reference, finish_reason, drop_truncated, answer_format) 
     else:
         predicted = extract_answer(region) if region.strip() else None
     if not reference:
-        return Verdict(False, "unreferenced", predicted)
+        # Nothing after the reasoning: a non-reasoning example would train on an empty answer.
+        return Verdict(False, "empty_answer" if not region.strip() else "unreferenced", predicted)
     if not region.strip() or predicted == "":
         return Verdict(False, "empty_answer", predicted)
     if predicted is None:
