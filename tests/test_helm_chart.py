@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from distill.spec import parse_spec
+from distill.verify.distributed import VERIFIER_RESOURCE
 from tests.conftest import REPO
 
 CHART = REPO / "helm" / "distill"
@@ -150,6 +152,8 @@ def test_cluster_groups_resources_and_security():
         assert container["resources"]["requests"].get("nvidia.com/gpu", 0) == gpus
         assert yaml.safe_load(g["rayStartParams"]["resources"]) == f'{{"distill.{name}":1}}'
     assert groups["teacher"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # The verify stage's Ray tasks ask for the resource the verifier group advertises: the group gets that work.
+    assert VERIFIER_RESOURCE in json.loads(yaml.safe_load(groups["verifier"]["rayStartParams"]["resources"]))
     assert spec["authOptions"] == {"mode": "token"} and spec["rayVersion"] == "2.60.0"
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
