@@ -68,18 +68,17 @@ def _task_options() -> tuple[dict, int]:
     return options, max(1, cpus)
 
 
-def _judge(init: tuple, cols: dict):
+def _judge(judge: Callable, init: tuple, cols: dict):
     import ray
 
-    from distill.verify.stage import judge_batch
-
-    res = judge_batch(init, cols)
+    res = judge(init, cols)
     res.node = ray.get_runtime_context().get_node_id()
     return res
 
 
-def judge_on_cluster(batches: Iterator[dict], init: tuple, add: Callable) -> None:
-    """Each batch of `batches` judged by a Ray task; `add(result)` called in the batches' order."""
+def judge_on_cluster(batches: Iterator[dict], init: tuple, add: Callable, judge: Callable) -> None:
+    """Each batch of `batches` judged by a Ray task running `judge(init, batch)` (`stage.judge_batch`, passed in:
+    this module stays below the stage); `add(result)` called in the batches' order."""
     import ray
 
     options, cpus = _task_options()
@@ -87,7 +86,7 @@ def judge_on_cluster(batches: Iterator[dict], init: tuple, add: Callable) -> Non
     init_ref = ray.put(init)  # the settings and the benchmarks' n-grams: stored once, read by every task
     window: deque = deque()
     for cols in batches:
-        window.append(task.remote(init_ref, cols))
+        window.append(task.remote(judge, init_ref, cols))
         if len(window) >= IN_FLIGHT_PER_CPU * cpus:
             add(ray.get(window.popleft()))
     while window:

@@ -376,7 +376,7 @@ class FilterRun:
         if self.spread:
             from distill.verify.distributed import judge_on_cluster
 
-            judge_on_cluster(batches, init, add)
+            judge_on_cluster(batches, init, add, judge_batch)
             nodes = [r.node for r in self.results]
             self.placement = {"mode": "ray", "batch_nodes": nodes,
                               "rows_by_node": dict(Counter(n for r in self.results for n in [r.node] * r.n))}
