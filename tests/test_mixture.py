@@ -233,3 +233,18 @@ def test_a_non_reasoning_trace_with_nothing_after_its_reasoning_is_dropped(tmp_p
     out.mkdir()
     stats = verify_stage(tmp_path / "g2", out, Filter())
     assert stats["reasons"] == {"empty_answer": 1, "unreferenced": 1} and stats["kept"] == 1
+
+
+def test_the_report_funnel_names_each_domains_shortfall(tmp_path):
+    from distill.report import write_report
+    from tests.report_runs import make_run
+
+    run = make_run(tmp_path / "run")
+    stats_path = run / "verify" / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    targets = {"math": {"target": stats["kept"], "kept": stats["kept"], "short": 0, "over": 0},
+               "chat": {"target": 200, "kept": 0, "short": 200, "over": 0}}
+    stats["funnel"][-1]["targets"] = stats["domain_targets"] = targets  # as verify writes them
+    stats_path.write_text(json.dumps(stats))
+    html = write_report(run).read_text()
+    assert f"math: {stats['kept']:,} of {stats['kept']:,}, chat: 0 of 200 (200 short)" in html

@@ -377,9 +377,11 @@ class FilterRun:
             from distill.verify.distributed import judge_on_cluster
 
             judge_on_cluster(batches, init, add, judge_batch)
-            nodes = [r.node for r in self.results]
-            self.placement = {"mode": "ray", "batch_nodes": nodes,
-                              "rows_by_node": dict(Counter(n for r in self.results for n in [r.node] * r.n))}
+            rows_by_node: Counter = Counter()
+            for r in self.results:
+                rows_by_node[r.node] += r.n
+            self.placement = {"mode": "ray", "batch_nodes": [r.node for r in self.results],
+                              "rows_by_node": dict(rows_by_node)}
         elif self.workers <= 1 or (total_rows is not None and total_rows < PARALLEL_MIN_ROWS):
             self.placement = {"mode": "in_process", "workers": 1}
             _init_worker(*init)
