@@ -65,11 +65,11 @@ def _generate(run, item, out: Path):
 
 def _verify(run, item, out: Path):
     from distill.pipeline.verify import verify_stage
-    from distill.verify.distributed import local_cores, spread_over_cluster
+    from distill.verify.distributed import spread_over_cluster, stage_workers
 
     # Decontamination checks the problems against the benchmark slices this spec evaluates on.
     s = run.spec
-    return verify_stage(run.root / "generate", out, s.filter, workers=s.filter.workers or local_cores(),
+    return verify_stage(run.root / "generate", out, s.filter, workers=stage_workers(s.filter.workers),
                         benchmarks=s.eval.benchmarks, spread=spread_over_cluster())
 
 

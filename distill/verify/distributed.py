@@ -37,6 +37,11 @@ def local_cores() -> int:
         return os.cpu_count() or 1
 
 
+def stage_workers(workers: int | None) -> int:
+    """The verify stage's processes on this machine: `filter.workers`, else all its cores."""
+    return workers or local_cores()
+
+
 def _cpu_nodes() -> list[dict]:
     import ray
 
