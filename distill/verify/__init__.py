@@ -14,6 +14,8 @@ Modules:
   dedup     exact and MinHash near-duplicate problems and traces (numpy)
   decontam  8-gram overlap with the benchmarks the spec evaluates on
   stage     `verify_stage` (the pipeline stage, streaming, with the funnel) and `verify_file` (`distill verify`)
+  targets   `filter.domain_targets`: kept traces per domain held after verification, shortfall reported
+  distributed  the stage's batches as Ray tasks over a multi-node cluster (the Helm chart's verifier group)
   files     `distill verify`'s files: paths checked first, rows read with their types, bad rows by line and
             column, .jsonl/.parquet/.csv written atomically
   audit     `distill audit`: sample verdicts for review; precision and recall on labelled rows
