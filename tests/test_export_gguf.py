@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 
-from distill.pipeline.sft import assistant_turn
 from distill.export.gguf import GGUFUnsupported, export_gguf
 from tests.conftest import FAMILIES
 from tests.gguf_check import compare
@@ -81,33 +80,14 @@ def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
     assert identical
 
 
-def _sft_dir(tmp_path):
-    """tests/test_train.py's two examples."""
-    import datasets
-
-    rows = [{"prompt": [{"role": "user", "content": q}],
-             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
-            for q, a in (("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"))]
-    sft = tmp_path / "sft"
-    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
-    return sft
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
-def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
-    """The EOS tests' students, trained the same way (full SFT until they answer and stop): F16 greedy output
+def test_trained_family_student_round_trips(family, trained_family, tmp_path):
+    """The EOS tests' students (the same session fixture: trained once for both tests): F16 greedy output
     identical to the merged model's, Q8_0 top-1 next-token agreement >= 99%."""
-    from distill.spec import Student
-    from distill.pipeline.train import train_student
-
-    student = Student(name=f"f-{family}", base=str(tiny_family(family)), method="full", epochs=60,
-                      learning_rate=1e-2, batch_size=4, max_length=256)
-    out = tmp_path / "train"
-    out.mkdir()
-    train_student(_sft_dir(tmp_path), out, student, seed=0)
-    export_gguf(out / "merged", tmp_path / "gguf", student.name)
-    identical, agreement = compare(out / "merged", tmp_path / "gguf", student.name)
+    merged = trained_family(family)
+    export_gguf(merged, tmp_path / "gguf", f"f-{family}")
+    identical, agreement = compare(merged, tmp_path / "gguf", f"f-{family}")
     print(f"{family}: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
     assert identical
     assert agreement >= 0.99
