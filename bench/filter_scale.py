@@ -64,7 +64,6 @@ def write_traces(out: Path, n: int, chars: int, seed: int = 0, part_rows: int = 
     schema = pa.schema([("problem_id", pa.string()), ("problem", pa.string()), ("answer", pa.string()),
                         ("answer_format", pa.string()), ("prompt", pa.string()), ("sample_index", pa.int64()),
                         ("response", pa.string()), ("finish_reason", pa.string()), ("completion_tokens", pa.int64())])
-    n_problems = max(1, n // 4)
     rows: dict[str, list] = {f.name: [] for f in schema}
     part = 0
     last_trace: dict[int, str] = {}

@@ -19,13 +19,14 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import canonical
+
 MARKER = "_DONE.json"
 CODE_VERSION = "1"  # bump when a stage's output changes for the same config, to invalidate old markers
 
 
 def fingerprint(*parts: Any) -> str:
-    blob = json.dumps([CODE_VERSION, *parts], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return canonical.digest([CODE_VERSION, *parts])
 
 
 def file_digest(path: str | Path) -> str:

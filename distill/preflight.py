@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill import jsonl
 from distill.spec import Spec, SpecError
 
 # Keys distill passes to vllm.LLM itself: in `teacher.engine` they would clash with the spec's own field.
@@ -331,22 +332,7 @@ def _first_row(p: Path) -> dict | None:
         start = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
     if start.startswith(b"["):  # one JSON array of rows, which the `datasets` JSON loader also reads
         return _first_of_array(p)
-    with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{p}: line {lineno}, column {e.start + 1}: not valid UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}: line {lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{p}: line {lineno}: a row must be a JSON object, got {_json_kind(row)}")
-            return row
-    return None
+    return jsonl.first_row(p)
 
 
 def _first_of_array(p: Path) -> dict | None:
@@ -359,13 +345,8 @@ def _first_of_array(p: Path) -> dict | None:
     if not isinstance(rows, list):
         raise ValueError(f"{p}: expected JSON lines or an array of objects")
     if rows and not isinstance(rows[0], dict):
-        raise ValueError(f"{p}: the first row must be a JSON object, got {_json_kind(rows[0])}")
+        raise ValueError(f"{p}: the first row must be a JSON object, got {jsonl.kind(rows[0])}")
     return rows[0] if rows else None
-
-
-def _json_kind(v: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
-            type(None): "null"}.get(type(v), type(v).__name__)
 
 
 # ---------------------------------------------------------------- output_dir

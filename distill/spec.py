@@ -16,7 +16,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from distill import catalog
+from distill import canonical, catalog
 
 DEFAULT_TEMPLATE = "{problem}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 # Non-reasoning prompts (sources with no checkable answer: chat, writing) are asked as they are: no \boxed{}
@@ -430,7 +430,7 @@ class Spec(Strict):
         return self
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        return canonical.digest(self.model_dump())
 
 
 def uses_gpus(spec: Spec) -> bool:

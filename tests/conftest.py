@@ -100,6 +100,49 @@ def tiny_family(tmp_path_factory):
     return make
 
 
+# The EOS tests' two SFT examples (tests/test_train.py), also the GGUF round trip's training data.
+EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
+
+
+def sft_dir(root: Path) -> Path:
+    """An sft stage's output holding EXAMPLES, each answered with reasoning and a boxed answer."""
+    import datasets
+
+    from distill.pipeline.sft import assistant_turn
+
+    rows = [{"prompt": [{"role": "user", "content": q}],
+             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
+            for q, a in EXAMPLES]
+    sft = root / "sft"
+    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
+    return sft
+
+
+@pytest.fixture(scope="session")
+def trained_family(tiny_family, tmp_path_factory):
+    """family name -> the merged directory of that family's tiny student after full SFT on EXAMPLES until it
+    answers and ends its turn. Trained once per session (minutes on 2 cores): the EOS test (tests/test_train.py)
+    checks it stops at its end-of-turn token, the GGUF test (tests/test_export_gguf.py) exports the same student.
+    Tests read it and write elsewhere."""
+    from distill.pipeline.train import train_student
+    from distill.spec import Student
+
+    made: dict[str, Path] = {}
+
+    def train(family: str) -> Path:
+        if family not in made:
+            root = tmp_path_factory.mktemp(f"trained-{family}")
+            student = Student(name=f"f-{family}", base=str(tiny_family(family)), method="full", epochs=60,
+                              learning_rate=1e-2, batch_size=4, max_length=256)
+            out = root / "train"
+            out.mkdir()
+            train_student(sft_dir(root), out, student, seed=0)
+            made[family] = out / "merged"
+        return made[family]
+
+    return train
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     import ray

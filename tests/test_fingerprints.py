@@ -100,3 +100,23 @@ def test_a_resumed_shard_set_keeps_the_shard_size_it_started_with(tmp_path):
     (tmp_path / "shard-000000.parquet").write_bytes(b"committed")
     assert shard_layout(tmp_path, 256) == 16  # shards committed: their layout stands
     assert json.loads((tmp_path / "_layout.json").read_text()) == {"shard_size": 16}
+
+
+@pytest.mark.parametrize("teacher", [{"model": "m"}, VLLM, API], ids=["vllm-cpu-defaults", "vllm-gpus", "openai"])
+def test_a_spec_read_back_from_its_run_directory_keeps_every_key(prompts_file, teacher):
+    """The run writes spec.yaml from the parsed spec; read back, defaults written as ints (num_gpus 0, timeout_s 600)
+    come back as floats (0.0, 600.0). The shard key, the stages' fingerprints and the spec hash stay the same."""
+    import yaml
+
+    from distill import artifacts
+
+    spec = _spec(teacher, **{"sampling.max_tokens": 600, "sampling.temperature": 1})
+    again = parse_spec(yaml.safe_load(yaml.safe_dump(spec.model_dump(), sort_keys=False)))
+    as_json = [json.dumps(s.model_dump(), sort_keys=True, default=str) for s in (spec, again)]
+    assert as_json[0] != as_json[1]  # the round trip does change how numbers are written
+    assert shard_key(prompts_file, again.teacher, again.sampling, again.seed) == \
+        shard_key(prompts_file, spec.teacher, spec.sampling, spec.seed)
+    assert again.fingerprint() == spec.fingerprint()
+    for st in (st for st in STAGES if st.name in ("generate", "verify", "train", "eval", "eval-base")):
+        run, run_again = SimpleNamespace(spec=spec, markers={}), SimpleNamespace(spec=again, markers={})
+        assert artifacts.fingerprint(st.covers(run_again, "s")) == artifacts.fingerprint(st.covers(run, "s")), st.name

@@ -261,7 +261,7 @@ def test_adaptive_sampling_spends_fewer_samples_for_the_same_verified_problems(t
 
             ok = {r["problem_id"] for r in rows if judge(r["response"], r["answer"], r["finish_reason"]).correct}
             runs[name] = (stats, rows, ok)
-    (fs, fixed, fixed_ok), (ast, adaptive, ad_ok) = runs["fixed"], runs["adaptive"]
+    (_, fixed, fixed_ok), (ast, adaptive, ad_ok) = runs["fixed"], runs["adaptive"]
     solvable = {f"p-{i}" for i, d in enumerate(DifficultyServer.DIFFICULTY) if d is not None and d < budget}
     assert fixed_ok == ad_ok == solvable  # the same problems end up with a verified trace
     assert len(fixed) == budget * len(ids)

@@ -6,22 +6,9 @@ import json
 
 import pytest
 
-from distill.pipeline.sft import assistant_turn
 from distill.pipeline.train import train_student
 from distill.spec import Student
-
-EXAMPLES = [("What is 2 + 3?", "5"), ("What is 4 + 4?", "8")]
-
-
-def _sft_dir(tmp_path):
-    import datasets
-
-    rows = [{"prompt": [{"role": "user", "content": q}],
-             "completion": [{"role": "assistant", "content": assistant_turn(f"{q[8:-1]} = {a}", a, "correct")}]}
-            for q, a in EXAMPLES]
-    sft = tmp_path / "sft"
-    datasets.Dataset.from_list(rows).save_to_disk(str(sft / "hf"))
-    return sft
+from tests.conftest import EXAMPLES, FAMILIES, sft_dir
 
 
 def _generate(model_dir, prompt: str, max_new_tokens: int = 64) -> list[int]:
@@ -50,7 +37,7 @@ def test_trained_student_stops_with_eos(arch, method, lr, epochs, tmp_path, requ
                       lora={"r": 32, "alpha": 64, "dropout": 0.0})
     out = tmp_path / "train"
     out.mkdir()
-    stats = train_student(_sft_dir(tmp_path), out, student, seed=0)
+    stats = train_student(sft_dir(tmp_path), out, student, seed=0)
     assert stats["examples"] == len(EXAMPLES) and stats["dropped_over_max_length"] == 0
     assert stats["train_loss"] > 0
     assert (out / "merged" / "model.safetensors").exists()
@@ -68,7 +55,7 @@ def test_over_long_examples_are_dropped_not_truncated(tmp_path, tiny_llama):
     out = tmp_path / "train"
     out.mkdir()
     with pytest.raises(ValueError, match="longer than max_length=16: 2"):
-        train_student(_sft_dir(tmp_path), out, student, seed=0)
+        train_student(sft_dir(tmp_path), out, student, seed=0)
 
 
 @pytest.mark.slow  # trains
@@ -88,7 +75,7 @@ def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen
                       max_length=128)
     out = tmp_path / "train"
     out.mkdir()
-    train_student(_sft_dir(tmp_path), out, student, seed=0)
+    train_student(sft_dir(tmp_path), out, student, seed=0)
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     eos = json.loads((out / "merged" / "generation_config.json").read_text())["eos_token_id"]
     assert eos == [tok.convert_tokens_to_ids("<|endoftext|>"), im_end]
@@ -97,22 +84,15 @@ def test_end_of_turn_token_stops_a_student_whose_eos_differs(tmp_path, tiny_qwen
 
 
 
-@pytest.mark.slow  # trains
+@pytest.mark.slow  # trains (once per session: the GGUF test exports the same students)
 @pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
-def test_each_family_template_student_stops_at_its_end_of_turn(family, tmp_path, tiny_family):
+def test_each_family_template_student_stops_at_its_end_of_turn(family, trained_family):
     """Qwen2.5, Qwen3 and Llama-3 chat templates (TRL's copies of the originals), each with its own special
     tokens: the student learns `<think>` reasoning and ends its turn with the family's end-of-turn token."""
-    from tests.conftest import FAMILIES
-
-    base = tiny_family(family)
-    student = Student(name=f"f-{family}", base=str(base), method="full", epochs=60, learning_rate=1e-2,
-                      batch_size=4, max_length=256)
-    out = tmp_path / "train"
-    out.mkdir()
-    train_student(_sft_dir(tmp_path), out, student, seed=0)
-    generated, tok = _generate(out / "merged", EXAMPLES[0][0])
+    merged = trained_family(family)
+    generated, tok = _generate(merged, EXAMPLES[0][0])
     end_of_turn = tok.convert_tokens_to_ids(FAMILIES[family][3])
-    assert end_of_turn in json.loads((out / "merged" / "generation_config.json").read_text())["eos_token_id"]
+    assert end_of_turn in json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
     assert generated[-1] == end_of_turn and len(generated) < 64, tok.decode(generated)
     text = tok.decode(generated[:-1])
     assert "</think>" in text and "\\boxed{5}" in text, text
@@ -125,7 +105,7 @@ def test_template_that_drops_reasoning_is_refused(tmp_path, tiny_qwen2):
     out = tmp_path / "train"
     out.mkdir()
     with pytest.raises(ValueError, match="drops the reasoning"):
-        train_student(_sft_dir(tmp_path), out, student, seed=0)
+        train_student(sft_dir(tmp_path), out, student, seed=0)
 
 
 def test_unknown_chat_template_names_the_field():

@@ -43,7 +43,7 @@ def run_locally_section(name: str, info: dict | None) -> str:
               f"{', '.join(f'`{s}`' for s in info['stop'])} and R1's sampling, temperature 0.6 and top-p 0.95):\n\n"
               f"```sh\ncd gguf\nollama create {name} -f Modelfile\nollama run {name}\n```\n\n"
               if "modelfile" in info else f"No Ollama Modelfile: {info.get('modelfile_skipped')}.\n\n")
-    return (f"## Run it locally\n\n`gguf/` holds the student as GGUF for llama.cpp, Ollama and LM Studio: "
+    return ("## Run it locally\n\n`gguf/` holds the student as GGUF for llama.cpp, Ollama and LM Studio: "
             + ", ".join(f"`{f}` ({q})" for q, f in info["files"].items()) + ", each with the tokenizer and the "
             f"chat template.\n\n{ollama}"
             f"With [llama.cpp](https://github.com/ggml-org/llama.cpp) (chat mode, using the template in the file):\n\n"

@@ -132,7 +132,7 @@ def sample(table: pa.Table, k: int, seed: int = 0) -> list[dict]:
 def print_score(res: dict, out) -> None:
     print(f"labelled rows: {res['rows']}   outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(res['outcomes'].items())),
           file=out)
-    print(f"                  label correct   label wrong", file=out)
+    print("                  label correct   label wrong", file=out)
     print(f"  judged correct  {res['true_positive']:13d} {res['false_positive']:13d}", file=out)
     print(f"  judged not      {res['false_negative']:13d} {res['true_negative']:13d}", file=out)
     print(f"precision {res['precision']:.3f}   recall {res['recall']:.3f}   false-positive rate "

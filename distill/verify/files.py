@@ -26,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill import jsonl
+
 FORMATS = (".jsonl", ".parquet", ".csv")
 MAX_BAD_LINES = 20  # bad rows listed in one error; the rest are counted
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -95,30 +97,13 @@ def read_input(path: Path, judged: tuple[str, ...] | None = None) -> Input:
 
 def _read_jsonl(path: Path) -> Input:
     rows, where, columns, bad = [], [], {}, []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                bad.append(f"{path}: line {lineno}, column {e.start + 1}: not valid UTF-8 "
-                           f"(byte 0x{raw[e.start]:02x})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad.append(f"{path}: line {lineno}, column {e.colno}: not valid JSON ({e.msg})")
-                continue
-            except RecursionError:
-                bad.append(f"{path}: line {lineno}: JSON nested too deeply")
-                continue
-            if not isinstance(row, dict):
-                bad.append(f"{path}: line {lineno}: a row must be a JSON object, got {_kind(row)}")
-                continue
-            rows.append(row)
-            where.append(f"line {lineno}")
-            columns.update(dict.fromkeys(row))
+    for lineno, row, error in jsonl.rows(path):
+        if error is not None:
+            bad.append(error)
+            continue
+        rows.append(row)
+        where.append(f"line {lineno}")
+        columns.update(dict.fromkeys(row))
     return Input(path, rows, where, list(columns), bad=bad)
 
 
@@ -154,7 +139,7 @@ def bad_rows(data: Input) -> list[str]:
         for col, types in _ALLOWED.items():
             v = row.get(col)
             if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
-                out.append(f"{data.path}: {where}, column '{col}': must be {_WANT[col]}, got {_kind(v)}")
+                out.append(f"{data.path}: {where}, column '{col}': must be {_WANT[col]}, got {jsonl.kind(v)}")
     return out
 
 
@@ -162,13 +147,6 @@ def summarise(lines: list[str]) -> str:
     if len(lines) <= MAX_BAD_LINES:
         return "\n".join(lines)
     return "\n".join(lines[:MAX_BAD_LINES] + [f"... and {len(lines) - MAX_BAD_LINES} more bad rows"])
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "a boolean"
-    return {list: "an array", dict: "an object", str: "a string", int: "an integer", float: "a number",
-            type(None): "null"}.get(type(v), type(v).__name__)
 
 
 # ---------------------------------------------------------------- writing
@@ -187,7 +165,7 @@ def parquet_table(data: Input, drop: tuple[str, ...] = ()) -> pa.Table:
         for v, where in zip(values, data.where):
             if v is None:
                 continue
-            kinds.setdefault(_kind(v), where)
+            kinds.setdefault(jsonl.kind(v), where)
             if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
                 raise ValueError(f"{data.path}: {where}, column '{col}': integer {str(v)[:20]}... does not fit "
                                  f"Parquet's int64; write .jsonl to keep it exact")
