@@ -53,10 +53,10 @@ def _train_here(sft_dir: Path, out_dir: Path, student: Student, seed: int, check
     for callback in callbacks:
         trainer.add_callback(callback)
     resume = last_complete_checkpoint(checkpoint_dir)
+    resumed = step_of(resume)  # read now: training rotates that checkpoint away
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.time() - t0
-    resumed = step_of(resume)
     trained_here = n_tokens * student.epochs * (result.global_step - resumed) / max(result.global_step, 1)
     save_trained(trainer, tok, student, out_dir)
     # Declared GPUs count (Ray and the ledger plan with them); none declared, the GPUs the Trainer itself used.
