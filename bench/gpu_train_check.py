@@ -40,7 +40,8 @@ def sft_dir(root: Path, n: int, words: int) -> Path:
     rows = []
     for i in range(n):
         a, b = 17 * i + 3, 29 * i + 11
-        steps = " ".join(f"Step {k}: {a} plus {k} is {a + k}, so we keep going." for k in range(words * (1 + i % 3) // 10))
+        n_steps = words * (1 + i % 3) // 10
+        steps = " ".join(f"Step {k}: {a} plus {k} is {a + k}, so we keep going." for k in range(n_steps))
         rows.append({"prompt": [{"role": "user", "content": f"What is {a} + {b}?"}],
                      "completion": [{"role": "assistant",
                                      "content": assistant_turn(steps, str(a + b), "correct")}]})
@@ -174,7 +175,8 @@ def main() -> None:
             fsdp_check(args.base, root, method)
         peak = long_trace(args.base, root, args.long_tokens)
     print(json.dumps({"tokens_per_s": round(tps), "mfu": round(mfu, 4), "long_trace_peak_gib": round(peak, 2)}))
-    print(f"gpu_train_check tokens_per_s {tps:.0f} mfu {mfu:.3f} fsdp_full_state_dict ok long_trace_peak_gib {peak:.2f}")
+    print(f"gpu_train_check tokens_per_s {tps:.0f} mfu {mfu:.3f} fsdp_full_state_dict ok "
+          f"long_trace_peak_gib {peak:.2f}")
 
 
 if __name__ == "__main__":

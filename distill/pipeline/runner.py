@@ -32,7 +32,7 @@ class Runner:
         self.stages = stages
         self.root = Path(spec.output_dir)
         self.markers: dict[str, dict] = {}
-        self.fingerprints: dict[str, str] = {}  # every planned stage's, known before it runs (train keys its checkpoints)
+        self.fingerprints: dict[str, str] = {}  # every planned stage's, before it runs: train keys checkpoints by it
 
     def stage(self, name: str, fp: str, build: Callable[[Path], dict | None]) -> dict:
         path = self.root / name

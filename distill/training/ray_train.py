@@ -62,7 +62,8 @@ def _loop(config: dict) -> None:
             "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
             "steps": result.global_step, "train_loss": result.training_loss,
             "resumed_from_step": step_of(resume),
-            "strategy": ("fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp"),  # what ran, not what was asked for
+            # what ran, not what was asked for
+            "strategy": "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp",
             "seconds": round(time.time() - t0, 2), "device": "cuda" if student.gpus_per_worker else "cpu",
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
