@@ -281,6 +281,25 @@ class Filter(Strict):
         "reported in the funnel")
 
 
+def _require_package(module: str, field: str, package: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{field} needs the {package} package, which is not installed "
+                         f"(pip install 'distill[{package}]')")
+
+
+# Student fields added after runs existed: left out of the train stage's fingerprint while at their default, so a
+# run made before them keeps its trained students.
+LATER_STUDENT_DEFAULTS = {"deepspeed": None, "use_liger_kernel": False}
+
+
+def student_fingerprint(student: "Student") -> dict:
+    """What the train stage's fingerprint covers of a student: every field, those added later only when set."""
+    return {k: v for k, v in student.model_dump().items()
+            if not (k in LATER_STUDENT_DEFAULTS and v == LATER_STUDENT_DEFAULTS[k])}
+
+
 class Lora(Strict):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
@@ -306,10 +325,31 @@ class Student(Strict):
     fsdp: bool = Field(False, description="with workers > 1: shard parameters with FSDP instead of DDP")
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
-    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (Ray Train runs resume from the last)")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps into the run directory; a re-run after "
+                            "a crash resumes from the last one")
     max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train allows before giving up")
     chat_template: str | None = Field(None, description="replace the base tokenizer's chat template: a name of "
                                       "TRL's bundled originals (qwen2_5, qwen3, llama3_1, ...) or a .jinja file")
+    # Switches for big students and 16-32k-token traces, passed as they are to TRL's SFTConfig (its own fields).
+    deepspeed: str | dict[str, Any] | None = Field(None, description="a DeepSpeed config (JSON file or mapping), "
+                                                   "e.g. ZeRO-3 for full fine-tuning of 7B+ students on GPUs")
+    use_liger_kernel: bool = Field(False, description="Liger's fused Triton kernels (GPU): less activation memory "
+                                   "on long traces")
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_usable(cls, v: str | dict | None, info: ValidationInfo) -> str | dict | None:
+        if v is None:
+            return v
+        _require_package("deepspeed", "student.deepspeed", "deepspeed")
+        return _existing(v, info) if isinstance(v, str) else v
+
+    @field_validator("use_liger_kernel")
+    @classmethod
+    def _liger_usable(cls, v: bool) -> bool:
+        if v:
+            _require_package("liger_kernel", "student.use_liger_kernel", "liger-kernel")
+        return v
 
     @model_validator(mode="after")
     def _fsdp_on_gpus(self) -> "Student":
@@ -317,6 +357,8 @@ class Student(Strict):
         if self.fsdp and (self.workers < 2 or self.gpus_per_worker <= 0):
             raise ValueError("student.fsdp needs workers > 1 and gpus_per_worker > 0 (FSDP shards parameters "
                              "across GPU processes; on CPU it would silently run as DDP)")
+        if self.deepspeed is not None and (self.fsdp or self.gpus_per_worker <= 0):
+            raise ValueError("student.deepspeed needs gpus_per_worker > 0 and fsdp off (one sharding engine, on GPUs)")
         return self
 
     @field_validator("chat_template")

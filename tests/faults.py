@@ -22,3 +22,17 @@ class KillOnce(TrainerCallback):
                 and not self.marker.exists():
             self.marker.write_text(str(state.global_step))
             os._exit(1)
+
+
+class SigkillAt(TrainerCallback):
+    """The training process is SIGKILLed (no cleanup, no atexit, as an OOM kill or a lost node) at the end of optimizer
+    step `step`: the checkpoints on disk are all a re-run has."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        import signal
+
+        if state.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -32,6 +32,7 @@ class Runner:
         self.stages = stages
         self.root = Path(spec.output_dir)
         self.markers: dict[str, dict] = {}
+        self.fingerprints: dict[str, str] = {}  # every planned stage's, before it runs: train keys checkpoints by it
 
     def stage(self, name: str, fp: str, build: Callable[[Path], dict | None]) -> dict:
         path = self.root / name
@@ -81,7 +82,7 @@ class Runner:
 
         nodes = graph.plan(self.stages, s.model_dump(mode="json"))
         graph.write_plan(self.root, nodes)
-        fps: dict[str, str] = {}
+        fps = self.fingerprints
         for node in nodes:
             st = node.stage
             fps[node.key] = artifacts.fingerprint(st.kind or st.name, *(fps[k] for k in node.inputs),

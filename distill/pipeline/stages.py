@@ -13,11 +13,14 @@ they were before the graph existed, so existing run directories stay up to date.
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 from distill import artifacts
 from distill.pipeline.graph import Stage, slug
-from distill.spec import Sft, engine_content, eval_placement, filter_content, prompts_content, teacher_fingerprint
+from distill.spec import (Sft, engine_content, eval_placement, filter_content, prompts_content, student_fingerprint,
+                          teacher_fingerprint)
 
 
 def _students(spec: dict) -> list[str]:
@@ -85,17 +88,39 @@ def _sft(run, item, out: Path):
     return build_sft_dataset(run.root / "verify", out, card=card, think_non_reasoning=s.sft.think_non_reasoning)
 
 
+def _charged(run, evaluate) -> dict:
+    """An eval stage's stats with its accelerator time: replicas x GPUs per replica, for as long as it ran."""
+    from distill import ledger
+
+    placed = eval_placement(run.spec)
+    t0 = time.time()
+    stats = evaluate()
+    return ledger.charge(stats, placed.replicas * placed.num_gpus, time.time() - t0)
+
+
 def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out)
+    return _charged(run, lambda: evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec),
+                                                run.spec.seed, out))
 
 
 def _train(run, name: str, out: Path):
     from distill.pipeline.train import train_student
 
     return train_student(run.root / "sft", out, _student(run, name), run.spec.seed,
-                         checkpoint_dir=run.root / "checkpoints" / name)
+                         checkpoint_dir=checkpoint_dir(run.root, name, run.fingerprints[f"train/{name}"]))
+
+
+def checkpoint_dir(root: Path, name: str, fingerprint: str) -> Path:
+    """A student's training checkpoints, kept by the stage's fingerprint: a re-run of the same stage resumes from
+    them; a changed student (or SFT data) starts over, and the checkpoints of its other configs are removed."""
+    here = root / "checkpoints" / name
+    if here.is_dir():
+        for other in here.iterdir():
+            if other.name != fingerprint:
+                shutil.rmtree(other, ignore_errors=True)
+    return here / fingerprint
 
 
 def _base_eval_dir(run, name: str) -> Path | None:
@@ -108,8 +133,9 @@ def _base_eval_dir(run, name: str) -> Path | None:
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec),
-                          run.spec.seed, out, base_dir=_base_eval_dir(run, name))
+    return _charged(run, lambda: evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval,
+                                                eval_placement(run.spec), run.spec.seed, out,
+                                                base_dir=_base_eval_dir(run, name)))
 
 
 def scores_of(run, name: str) -> dict:
@@ -178,7 +204,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
     Stage("train", _train, inputs=("sft",), each=_students,
-          covers=lambda run, name: [_student(run, name).model_dump(), run.spec.seed]),
+          covers=lambda run, name: [student_fingerprint(_student(run, name)), run.spec.seed]),
     Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks,
           covers=lambda run, name: [*_eval_covers(run, name), _base_eval_fingerprint(run, name)]),
     Stage("package", _package, inputs=("eval",), each=_students,

@@ -26,15 +26,16 @@ stage's tokens and accelerator-seconds come from, in order:
      accelerator_seconds, cost_usd} (what distill/ledger.py's `entry` writes), or an `accelerator_seconds` stat;
   2. run.json's "ledger": {"stages": {NAME: {same keys}}, "total": {...}, "prices": {...}} (written when a run
      ends; its prices count only when the spec has none and one of them is non-zero);
-  3. an estimate: wall seconds x accelerators, where accelerators is the stage's own `accelerators` stat, else
-     teacher.num_gpus x replicas for generate, teacher.num_gpus for eval, the `devices` (or 1 on CUDA) of a
-     train stage, and 0 otherwise; tokens from the stage's prompt_tokens / completion_tokens stats.
+  3. an estimate: wall seconds x the devices the spec placed the stage on (distill/ledger.py's
+     `stage_accelerators`); tokens from the stage's prompt_tokens / completion_tokens stats.
+Each entry is distill/ledger.py's (`stage_entry`): the report makes no figure of its own.
 Cost = accelerator-hours x accelerator_hour + tokens_in / 1e6 x prompt price + tokens_out / 1e6 x completion
 price, summed over stages (distill/ledger.py's formula); cost per kept trace = cost / verify's kept.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from distill import artifacts
+from distill import ledger as ledger_module  # `ledger` is this module's section
 from distill.pipeline import graph
 from distill.pipeline.stages import STAGES, base_eval_key
 from distill.report.charts import BASE, STUDENTS, funnel_chart, length_histogram, scores_chart
@@ -108,6 +110,17 @@ class Run:
 
     def stats(self, key: str) -> dict:
         return self.stages[key].stats if self.done(key) else {}
+
+    @functools.cached_property
+    def validated_spec(self) -> Any:
+        """The spec as distill validates it (what distill/ledger.py reads), or None when this distill cannot
+        (a spec written by an older or newer distill, inputs moved since)."""
+        from distill.spec import SpecError, parse_spec
+
+        try:
+            return parse_spec(self.spec) if isinstance(self.spec, dict) and self.spec else None
+        except (SpecError, ValueError):
+            return None
 
     def setting(self, dotted: str, default: Any = None) -> Any:
         """A spec value by dotted path, or `default` where the spec leaves it out (it is read raw, not
@@ -380,42 +393,23 @@ def _prices(run: Run) -> tuple[dict, str, str] | None:
     return prices, prices.get("currency") or "USD", where
 
 
-def _accelerators(run: Run, stage: Stage) -> float:
-    """Accelerators a stage held for its whole wall time: its own `accelerators` stat, else the estimate in
-    the module docstring (the same rule as distill/ledger.py)."""
-    if isinstance(stage.stats.get("accelerators"), (int, float)):
-        return float(stage.stats["accelerators"])
-    gpus = float(run.setting("teacher.num_gpus", 0) or 0)
-    if stage.key == "generate":
-        return gpus * int(run.setting("teacher.replicas", 1))
-    if stage.key.startswith("eval/"):
-        return gpus
-    if stage.key.startswith("train/"):
-        devices = stage.stats.get("devices")
-        return float(devices) if isinstance(devices, (int, float)) else float(stage.stats.get("device") == "cuda")
-    return 0.0
-
-
 def _stage_use(run: Run, stage: Stage) -> dict:
-    """One finished stage's tokens and accelerator time, from the best source there is: the stage's own ledger
-    entry (measured while it ran), else run.json's ledger, else wall time x estimated accelerators."""
-    wall = float(stage.seconds or 0)
-    own = stage.stats.get("ledger")
+    """One finished stage's tokens and accelerator time (distill/ledger.py's entry): measured by the stage itself,
+    else run.json's ledger (what the run computed when it ended), else its wall time x its spec's placement."""
+    own = ledger_module.stage_entry(stage.key, {"stats": stage.stats, "seconds": stage.seconds}, run.validated_spec)
     entry = ((run.summary or {}).get("ledger") or {}).get("stages", {}).get(stage.key)
-    if isinstance(own, dict) and "accelerator_seconds" in own:
+    if own["measured"]:
         source, e = "measured", own
     elif isinstance(entry, dict) and "accelerator_seconds" in entry:
         source, e = "run.json", entry
-    elif "accelerator_seconds" in stage.stats:
-        source, e = "measured", stage.stats
     else:
-        source, e = "estimate", {"accelerator_seconds": wall * _accelerators(run, stage)}
+        source, e = "estimate", own
     return {
         "source": source,
         "acc_hours": float(e["accelerator_seconds"]) / 3600,
-        "accelerators": e.get("accelerators", _accelerators(run, stage)),
-        "tokens_in": int(e.get("tokens_in", stage.stats.get("prompt_tokens", 0)) or 0),
-        "tokens_out": int(e.get("tokens_out", stage.stats.get("completion_tokens", 0)) or 0),
+        "accelerators": e.get("accelerators", own["accelerators"]),
+        "tokens_in": int(e.get("tokens_in", own["tokens_in"]) or 0),
+        "tokens_out": int(e.get("tokens_out", own["tokens_out"]) or 0),
     }
 
 

@@ -26,7 +26,9 @@ def _loop(config: dict) -> None:
     from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
     from distill import progress
-    from distill.training.sft import build_trainer, load_sft, save_model, tokenizer_for
+    from distill.training.final_weights import save_trained
+    from distill.training.resume import step_of
+    from distill.training.sft import build_trainer, load_sft, tokenizer_for
 
     student = Student.model_validate(config["student"])
     progress.configure(config.get("run_dir"))  # a worker does not inherit the driver's environment
@@ -34,9 +36,7 @@ def _loop(config: dict) -> None:
     ds, too_long, n_tokens = load_sft(Path(config["sft_dir"]), student)
     ctx = ray.train.get_context()
     work = Path(config["checkpoint_dir"]) / "hf" / f"rank{ctx.get_world_rank()}"
-    trainer = build_trainer(ds, student, work, config["seed"], save_strategy="steps",
-                            save_steps=student.save_steps, save_total_limit=2,
-                            ddp_backend=None if student.gpus_per_worker else "gloo")
+    trainer = build_trainer(ds, student, work, config["seed"], ddp_backend=None if student.gpus_per_worker else "gloo")
     trainer.add_callback(RayTrainReportCallback())
 
     for callback in config.get("callbacks") or ():  # extra HF TrainerCallbacks (tests inject a fault this way)
@@ -52,23 +52,21 @@ def _loop(config: dict) -> None:
             shutil.copytree(Path(d) / RayTrainReportCallback.CHECKPOINT_NAME, local)
             resume = str(local)
     result = trainer.train(resume_from_checkpoint=resume)
-    if ctx.get_world_rank() == 0:
-        out = Path(config["out_dir"])
-        save_model(trainer.model, tokenizer_for(student), student, out)
+    rank0 = ctx.get_world_rank() == 0
+    out = Path(config["out_dir"])
+    # Every rank: under FSDP the full state dict is gathered from all of them; rank 0 alone writes it.
+    save_trained(trainer, tokenizer_for(student), student, out if rank0 else None)
+    if rank0:
         stats = {
             "student": student.name, "method": student.method, "base": student.base, "workers": student.workers,
             "examples": len(ds), "dropped_over_max_length": too_long, "tokens_per_epoch": n_tokens,
             "steps": result.global_step, "train_loss": result.training_loss,
-            "resumed_from_step": _step_of(resume) if resume else 0,
-            "strategy": "fsdp" if trainer.is_fsdp_enabled else "ddp",  # what ran, not what was asked for
+            "resumed_from_step": step_of(resume),
+            # what ran, not what was asked for
+            "strategy": "fsdp" if trainer.is_fsdp_enabled else "deepspeed" if trainer.is_deepspeed_enabled else "ddp",
             "seconds": round(time.time() - t0, 2), "device": "cuda" if student.gpus_per_worker else "cpu",
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
-
-
-def _step_of(checkpoint_dir: str) -> int:
-    state = Path(checkpoint_dir) / "trainer_state.json"
-    return json.loads(state.read_text())["global_step"] if state.exists() else 0
 
 
 def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, checkpoint_dir: Path,

@@ -44,13 +44,14 @@ def _within_length(ds, tok, max_length: int):
     return keep, len(ds) - len(keep), int(sum(keep["n_tokens"]))
 
 
-def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
-    """TRL's SFTTrainer for `student` on a prompt-completion dataset; `overrides` go to SFTConfig (bench/sft.py
-    builds its plain-TRL baseline from the same function with packing off)."""
+def build_trainer(ds, student: Student, output_dir: Path, seed: int, **overrides):
+    """TRL's SFTTrainer for `student` on a prompt-completion dataset, checkpointing into `output_dir`; `overrides`
+    go to SFTConfig (bench/sft.py builds its plain-TRL baseline from the same function with packing off)."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from distill.training.trainer_config import sft_config_args
     from distill.training.varlen_attention import best_for_packing
 
     base = resolve_model(student.base)
@@ -66,33 +67,7 @@ def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
 
         peft_config = LoraConfig(r=student.lora.r, lora_alpha=student.lora.alpha, lora_dropout=student.lora.dropout,
                                  target_modules=student.lora.target_modules, task_type="CAUSAL_LM")
-    config = dict(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=student.epochs,
-        learning_rate=student.learning_rate,
-        per_device_train_batch_size=_rows_per_step(ds, student, tok),
-        gradient_accumulation_steps=student.gradient_accumulation_steps,
-        warmup_steps=student.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of all steps
-        max_length=student.max_length,
-        completion_only_loss=True,
-        # Best-fit-decreasing packing into max_length bins, flattened padding-free: reasoning traces vary 10x in
-        # length, and padding a batch to its longest wastes most of the compute. Sequence boundaries travel as
-        # position_ids, so attention never crosses examples.
-        packing=student.packing,
-        packing_strategy="bfd",
-        padding_free=student.packing,
-        gradient_checkpointing=student.gradient_checkpointing,
-        bf16=student.bf16,
-        use_cpu=not use_cuda,
-        seed=seed,
-        save_strategy="no",
-        report_to=[],
-        logging_steps=1,
-        disable_tqdm=True,
-    )
-    if student.fsdp:
-        config["fsdp"] = "full_shard auto_wrap"
-    config.update(overrides)
+    config = sft_config_args(student, output_dir, seed, _rows_per_step(ds, student, tok), use_cuda, **overrides)
     trainer = SFTTrainer(model=model, args=SFTConfig(**config), train_dataset=ds,
                          processing_class=tok, peft_config=peft_config)
     trainer.add_callback(_progress_callback(student))
