@@ -8,16 +8,23 @@ reference (non-reasoning data) are kept as plain answers with no think block.
 Writes `train.parquet` and the same rows as an HF `datasets` dataset in `hf/`:
   problem_id, sample_index, prompt (list of {role, content}), completion (list of {role, content}),
 and, given `card`, a Hub dataset card `README.md` (distill/export/dataset_card.py) beside the Parquet file.
+Both are built a record batch at a time (`distill.streaming`; `hf/` by HF `datasets`' own Parquet reader), so
+memory stays bounded by one batch of traces whatever the number kept.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import shutil
+from collections import Counter
 
-from distill import artifacts, schemas
+import pyarrow as pa
+
+from distill import schemas
+from distill.streaming import RowWriter, iter_batches
+
+KEPT_COLUMNS = ["problem_id", "sample_index", "prompt", "response", "extracted", "reason"]
 
 
 def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
@@ -34,24 +41,43 @@ def assistant_turn(response: str, extracted: str | None, reason: str) -> str:
 
 def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None) -> dict:
     """`card`: name, teacher and spec_hash for the dataset card; None writes none."""
-    import datasets
-
     from distill.export.dataset_card import write_dataset_card
 
-    kept = artifacts.read_table(verify_dir, "kept.parquet").to_pylist()
-    rows = [
-        {
-            "problem_id": r["problem_id"],
-            "sample_index": r["sample_index"],
-            "prompt": [{"role": "user", "content": r["prompt"]}],
-            "completion": [{"role": "assistant", "content": assistant_turn(r["response"], r["extracted"], r["reason"])}],
-        }
-        for r in kept
-    ]
-    table = pa.Table.from_pylist(rows, schema=schemas.SFT)
-    pq.write_table(table, out_dir / "train.parquet")
-    datasets.Dataset(table).save_to_disk(str(out_dir / "hf"))
+    counts: Counter = Counter()
+    with RowWriter(out_dir / "train.parquet", schemas.SFT) as out:
+        for batch in iter_batches(verify_dir / "kept.parquet", KEPT_COLUMNS):
+            out.write_batch(sft_batch(batch, counts))
+    write_hf_dataset(out_dir / "train.parquet", out_dir / "hf")
     if card is not None:
         write_dataset_card(out_dir, verify_dir, **card)
-    return {"examples": len(rows), "reasoning": sum(r["reason"] != "unreferenced" for r in kept),
-            "non_reasoning": sum(r["reason"] == "unreferenced" for r in kept)}
+    return {"examples": out.written, "reasoning": counts["reasoning"], "non_reasoning": counts["non_reasoning"]}
+
+
+def sft_batch(batch: pa.RecordBatch, counts: Counter) -> pa.Table:
+    """One batch of kept traces as SFT rows (`counts`: reasoning / non_reasoning examples, updated)."""
+    kept = batch.to_pydict()
+    n = batch.num_rows
+    reasons = kept["reason"]
+    counts["non_reasoning"] += sum(r == "unreferenced" for r in reasons)
+    counts["reasoning"] += n - sum(r == "unreferenced" for r in reasons)
+    turns = [assistant_turn(resp, ext, why) for resp, ext, why in zip(kept["response"], kept["extracted"], reasons)]
+    return pa.Table.from_pydict({
+        "problem_id": kept["problem_id"],
+        "sample_index": kept["sample_index"],
+        "prompt": [[{"role": "user", "content": p}] for p in kept["prompt"]],
+        "completion": [[{"role": "assistant", "content": t}] for t in turns],
+    }, schema=schemas.SFT)
+
+
+def write_hf_dataset(parquet: Path, out: Path) -> None:
+    """The Parquet file as an HF `datasets` dataset saved to `out`: `Dataset.from_parquet` converts it a batch at a
+    time into Arrow (in a scratch cache beside `out`, removed after), and `save_to_disk` copies that memory-mapped."""
+    import datasets
+
+    cache = out.parent / ".hf-cache"
+    try:
+        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(cache), keep_in_memory=False)
+        ds.save_to_disk(str(out))
+        del ds
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
