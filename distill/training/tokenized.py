@@ -30,6 +30,13 @@ MAP_BATCH = 256  # examples per tokeniser call: a few MB of R1-length traces
 MIN_ROWS_PER_PROC = 2000  # smaller datasets are tokenised in-process: starting workers would cost more
 
 
+def _features():
+    import datasets
+
+    ids = datasets.List(datasets.Value("int32"))  # int32: half the disk of the default int64, any vocabulary fits
+    return datasets.Features({"input_ids": ids, "labels": ids})
+
+
 def tokenizer_digest(tok) -> str:
     """What of a tokenizer decides the tokens: its vocabulary and rules, special tokens and chat template."""
     h = hashlib.sha256()
@@ -88,7 +95,10 @@ def tokenized_sft(sft_dir: Path, tok, max_length: int, cache_root: Path | None =
         if not (done / "stats.json").exists():
             _build(hf_dir, done, tok, max_length, num_proc)
     stats = json.loads((done / "stats.json").read_text())
-    return datasets.load_from_disk(str(done / "data")), stats["dropped_over_max_length"], stats["tokens"]
+    # datasets 5 saves an empty dataset with no shards, which `load_from_disk` cannot read back
+    ds = datasets.load_from_disk(str(done / "data")) if stats["examples"] else datasets.Dataset.from_dict(
+        {"input_ids": [], "labels": []}, features=_features())
+    return ds, stats["dropped_over_max_length"], stats["tokens"]
 
 
 def _build(hf_dir: Path, done: Path, tok, max_length: int, num_proc: int | None) -> None:
@@ -101,11 +111,9 @@ def _build(hf_dir: Path, done: Path, tok, max_length: int, num_proc: int | None)
     tmp = done.parent / f".{done.name}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "map").mkdir(parents=True)
     try:
-        features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
-                                      "labels": datasets.List(datasets.Value("int32"))})
         ds = source.map(tokenize_batch, batched=True, batch_size=MAP_BATCH, num_proc=procs if procs > 1 else None,
                         fn_kwargs={"tok": tok, "max_length": max_length}, remove_columns=source.column_names,
-                        features=features, cache_file_name=str(tmp / "map" / "tokens.arrow"),
+                        features=_features(), cache_file_name=str(tmp / "map" / "tokens.arrow"),
                         new_fingerprint=done.name, desc="tokenising")
         ds.save_to_disk(str(tmp / "data"))
         tokens = sum(pc.sum(pc.list_value_length(chunk)).as_py() or 0
