@@ -46,13 +46,14 @@ MAX_LENGTH = 16_384
 class TreeMemory:
     """Peak memory of this process plus all its descendants (verify workers, checker processes, tokeniser
     processes), sampled every `every` seconds: the sum of RSS (what the goal is stated in; pages a forked child
-    shares with its parent count in both) and the sum of PSS (shared pages split between their sharers)."""
+    shares with its parent count in both, and so do the pages of memory-mapped Arrow files read), the sum of PSS
+    (shared pages split between their sharers) and the sum of RSS less file-backed pages."""
 
     def __init__(self, every: float = 0.1):
         import psutil
 
         self.proc = psutil.Process()
-        self.peak_rss = self.peak_pss = 0
+        self.peak_rss = self.peak_pss = self.peak_anon = 0
         self.stage_peak = 0  # RSS peak since the last `lap`
         self.per_process: dict[int, int] = {}
         self.every = every
@@ -63,7 +64,7 @@ class TreeMemory:
         import psutil
 
         while not self._stop.is_set():
-            rss = pss = 0
+            rss = pss = anon = 0
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
             except psutil.Error:
@@ -75,8 +76,10 @@ class TreeMemory:
                     continue
                 rss += mem.rss
                 pss += getattr(mem, "pss", mem.rss)
+                anon += mem.rss - getattr(mem, "shared", 0)  # less file-backed pages (memory-mapped Arrow files)
                 self.per_process[p.pid] = max(self.per_process.get(p.pid, 0), mem.rss)
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.peak_anon = max(self.peak_anon, anon)
             self.stage_peak = max(self.stage_peak, rss)
             self._stop.wait(self.every)
 
@@ -237,7 +240,8 @@ def main() -> None:
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
               + f"; traces/s through all stages {args.rows / max(wall, 1e-9):,.0f}")
         largest = max(mem.per_process.values(), default=0)
-        print(f"peak memory of the process tree: RSS {mem.peak_rss / 1e9:.2f} GB, PSS {mem.peak_pss / 1e9:.2f} GB; "
+        print(f"peak memory of the process tree: RSS {mem.peak_rss / 1e9:.2f} GB, PSS {mem.peak_pss / 1e9:.2f} GB, "
+              f"RSS less file-backed pages {mem.peak_anon / 1e9:.2f} GB; "
               f"largest single process RSS {largest / 1e9:.2f} GB; {len(mem.per_process)} processes seen; tree RSS "
               f"peak per step (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()))
         print(f"rows {len(lengths)} wall_s {wall:.1f} peak_rss_gb {mem.peak_rss / 1e9:.2f}")

@@ -5,19 +5,19 @@ writes `<think>` keeps its split; for one that does not, the whole response is t
 the verified final answer restated in `\\boxed{}`, so every student learns one output shape. Traces with no
 reference (non-reasoning data) are kept as plain answers with no think block.
 
-Writes `train.parquet` and the same rows as an HF `datasets` dataset in `hf/`:
+Writes `train.parquet`:
   problem_id, sample_index, prompt (list of {role, content}), completion (list of {role, content}),
-and, given `card`, a Hub dataset card `README.md` (distill/export/dataset_card.py) beside the Parquet file.
-Both are built a record batch at a time (`distill.streaming`; `hf/` by HF `datasets`' own Parquet reader), so
-memory stays bounded by one batch of traces whatever the number kept.
+and, given `card`, a Hub dataset card `README.md` (distill/export/dataset_card.py) beside it, whose `configs`
+make `datasets.load_dataset(<sft dir>)` load it. It is built a record batch at a time (`distill.streaming`), so
+memory stays bounded by one batch of traces whatever the number kept. (No `save_to_disk` copy in `hf/` any more:
+nothing reads it (training tokenises `train.parquet`, `distill.training.tokenized`), and copying a memory-mapped
+dataset keeps every page read resident until the copy ends: 6 GB at 800k traces.)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import shutil
 from collections import Counter
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -47,7 +47,6 @@ def build_sft_dataset(verify_dir: Path, out_dir: Path, card: dict | None = None)
     with RowWriter(out_dir / "train.parquet", schemas.SFT) as out:
         for batch in iter_batches(verify_dir / "kept.parquet", KEPT_COLUMNS):
             out.write_batch(sft_batch(batch, counts))
-    write_hf_dataset(out_dir / "train.parquet", out_dir / "hf")
     if card is not None:
         write_dataset_card(out_dir, verify_dir, **card)
     return {"examples": out.written, "reasoning": counts["reasoning"], "non_reasoning": counts["non_reasoning"]}
@@ -67,17 +66,3 @@ def sft_batch(batch: pa.RecordBatch, counts: Counter) -> pa.Table:
         "prompt": [[{"role": "user", "content": p}] for p in kept["prompt"]],
         "completion": [[{"role": "assistant", "content": t}] for t in turns],
     }, schema=schemas.SFT)
-
-
-def write_hf_dataset(parquet: Path, out: Path) -> None:
-    """The Parquet file as an HF `datasets` dataset saved to `out`: `Dataset.from_parquet` converts it a batch at a
-    time into Arrow (in a scratch cache beside `out`, removed after), and `save_to_disk` copies that memory-mapped."""
-    import datasets
-
-    cache = out.parent / ".hf-cache"
-    try:
-        ds = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(cache), keep_in_memory=False)
-        ds.save_to_disk(str(out))
-        del ds
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
