@@ -101,11 +101,13 @@ def _rows_per_step(ds, student: Student, tok, sample: int = 1000) -> int:
     effective batch size and learning-rate schedule with the packing switch."""
     if not student.packing or len(ds) == 0:
         return student.batch_size
-    rows = ds.select(range(min(sample, len(ds))))
-    if "input_ids" in rows.column_names:  # tokenised (`distill.training.tokenized`): the lengths are there
-        mean = sum(len(ids) for ids in rows["input_ids"]) / len(rows)
+    n = min(sample, len(ds))
+    if "input_ids" in ds.column_names:  # tokenised (`distill.training.tokenized`): lengths from Arrow's offsets
+        import pyarrow.compute as pc
+
+        mean = pc.mean(pc.list_value_length(ds.with_format("arrow")[:n]["input_ids"])).as_py()
     else:
-        mean = sum(_example_tokens(tok, r) for r in rows) / len(rows)
+        mean = sum(_example_tokens(tok, r) for r in ds.select(range(n))) / n
     return max(1, round(student.batch_size * mean / student.max_length))
 
 
