@@ -55,6 +55,7 @@ class TreeMemory:
         self.proc = psutil.Process()
         self.peak_rss = self.peak_pss = self.peak_anon = 0
         self.stage_peak = 0  # RSS peak since the last `lap`
+        self.own: list[float] = []  # this process's RSS (GB) at each lap
         self.per_process: dict[int, int] = {}
         self.every = every
         self._stop = threading.Event()
@@ -84,8 +85,9 @@ class TreeMemory:
             self._stop.wait(self.every)
 
     def lap(self) -> float:
-        """The tree's RSS peak (GB) since the previous lap."""
+        """The tree's RSS peak (GB) since the previous lap; notes this process's own RSS now in `own`."""
         peak, self.stage_peak = self.stage_peak, 0
+        self.own.append(self.proc.memory_info().rss / 1e9)
         return peak / 1e9
 
     def __enter__(self) -> TreeMemory:
@@ -243,7 +245,8 @@ def main() -> None:
         print(f"peak memory of the process tree: RSS {mem.peak_rss / 1e9:.2f} GB, PSS {mem.peak_pss / 1e9:.2f} GB, "
               f"RSS less file-backed pages {mem.peak_anon / 1e9:.2f} GB; "
               f"largest single process RSS {largest / 1e9:.2f} GB; {len(mem.per_process)} processes seen; tree RSS "
-              f"peak per step (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items()))
+              f"peak per step (GB): " + ", ".join(f"{k} {v:.2f}" for k, v in peaks.items())
+              + "; this process's RSS after each step (GB): " + ", ".join(f"{v:.2f}" for v in mem.own))
         print(f"rows {len(lengths)} wall_s {wall:.1f} peak_rss_gb {mem.peak_rss / 1e9:.2f}")
     finally:
         if not (args.keep or args.dir):

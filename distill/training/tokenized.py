@@ -139,6 +139,13 @@ def _build(sft_dir: Path, done: Path, tok, max_length: int, num_proc: int | None
         meta = pq.ParquetFile(source).metadata
         procs = num_proc or os.cpu_count() or 1
         procs = max(1, min(procs, meta.num_rows // MIN_ROWS_PER_PROC, meta.num_row_groups))
+        if procs > 1:  # each forked worker starts with this process's pages: hand back what is free first
+            import gc
+
+            import pyarrow as pa
+
+            gc.collect()
+            pa.default_memory_pool().release_unused()
         groups = datasets.Dataset.from_dict({"row_group": list(range(meta.num_row_groups))})
         ds = groups.map(tokenize_row_groups, batched=True, batch_size=1, num_proc=procs if procs > 1 else None,
                         fn_kwargs={"path": str(source), "tok": tok, "max_length": max_length},
