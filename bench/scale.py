@@ -150,7 +150,8 @@ def write_traces(prompts: Path, out: Path, rows: int, seed: int = 0) -> np.ndarr
                 if done >= rows:
                     break
                 target = int(np.clip(rng.lognormal(np.log(MEDIAN_CHARS), SIGMA), 200, 400_000))
-                body = " ".join(paragraphs[j] for j in rng.integers(0, len(paragraphs), max(1, round(target / mean_par))))
+                picks = rng.integers(0, len(paragraphs), max(1, round(target / mean_par)))
+                body = " ".join(paragraphs[j] for j in picks)
                 body = f"Attempt {s} at {cols['problem_id'][i]}. {body}"
                 finish = "stop"
                 if cols["answer_format"][i] == "none":

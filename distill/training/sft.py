@@ -40,8 +40,8 @@ def _example_tokens(tok, ex) -> int:
 
 
 def build_trainer(ds, student: Student, out_dir: Path, seed: int, **overrides):
-    """TRL's SFTTrainer for `student` on a tokenised (`load_sft`) or prompt-completion dataset; `overrides` go to SFTConfig (bench/sft.py
-    builds its plain-TRL baseline from the same function with packing off)."""
+    """TRL's SFTTrainer for `student` on a tokenised (`load_sft`) or prompt-completion dataset; `overrides` go to
+    SFTConfig (bench/sft.py builds its plain-TRL baseline from the same function with packing off)."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
