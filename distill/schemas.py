@@ -4,7 +4,7 @@
   prompts/prompts.parquet        PROMPTS
   generate/shard-*.parquet       the input (prompt) columns + TRACE_FIELDS      (`trace_schema`)
   verify/traces.parquet, kept    the trace columns + VERDICT_FIELDS            (`verified_schema`)
-  sft/train.parquet (and hf/)    SFT
+  sft/train.parquet              SFT
   eval/<model>/samples.parquet   EVAL_SAMPLES
 
 Trace and verdict columns are appended to whatever columns their input had (evaluation's prompts are not the

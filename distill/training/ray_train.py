@@ -77,7 +77,9 @@ def train_with_ray(sft_dir: Path, out_dir: Path, student: Student, seed: int, ch
     from ray.train.torch import TorchTrainer
 
     from distill import cluster, progress
+    from distill.training.sft import load_sft
 
+    load_sft(sft_dir, student)  # tokenised once here, before Ray starts: every worker then reads the cache
     cluster.ensure_ray()
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     resources = {"CPU": student.cpus_per_worker}

@@ -1,6 +1,7 @@
 """The SFT trainer: TRL's SFTTrainer for one student on the SFT dataset (PEFT LoRA, or full).
 
-Loss is on the completion only (TRL's prompt-completion format), and the completion ends with the chat
+Loss is on the completion only (labels -100 over the prompt, computed as TRL computes them for its prompt-completion
+format, in the run's tokenisation cache: `distill.training.tokenized`), and the completion ends with the chat
 template's end-of-turn token, which is the tokenizer's EOS: that is what teaches a student to stop. Examples
 longer than `max_length` are dropped and counted, never truncated (a truncated trace loses its answer and
 its EOS: the student would learn to ramble and never stop).
@@ -38,15 +39,10 @@ def _example_tokens(tok, ex) -> int:
     return len(ids["input_ids"] if isinstance(ids, dict) else ids)
 
 
-def _within_length(ds, tok, max_length: int):
-    ds = ds.map(lambda ex: {"n_tokens": _example_tokens(tok, ex)})
-    keep = ds.filter(lambda ex: ex["n_tokens"] <= max_length)
-    return keep, len(ds) - len(keep), int(sum(keep["n_tokens"]))
-
-
 def build_trainer(ds, student: Student, output_dir: Path, seed: int, **overrides):
-    """TRL's SFTTrainer for `student` on a prompt-completion dataset, checkpointing into `output_dir`; `overrides`
-    go to SFTConfig (bench/sft.py builds its plain-TRL baseline from the same function with packing off)."""
+    """TRL's SFTTrainer for `student` on a tokenised (`load_sft`) or prompt-completion dataset, checkpointing into
+    `output_dir`; `overrides` go to SFTConfig (bench/sft.py builds its plain-TRL baseline from the same function
+    with packing off)."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -81,8 +77,13 @@ def _rows_per_step(ds, student: Student, tok, sample: int = 1000) -> int:
     effective batch size and learning-rate schedule with the packing switch."""
     if not student.packing or len(ds) == 0:
         return student.batch_size
-    rows = ds.select(range(min(sample, len(ds))))
-    mean = sum(_example_tokens(tok, r) for r in rows) / len(rows)
+    n = min(sample, len(ds))
+    if "input_ids" in ds.column_names:  # tokenised (`distill.training.tokenized`): lengths from Arrow's offsets
+        import pyarrow.compute as pc
+
+        mean = pc.mean(pc.list_value_length(ds.with_format("arrow")[:n]["input_ids"])).as_py()
+    else:
+        mean = sum(_example_tokens(tok, r) for r in ds.select(range(n))) / n
     return max(1, round(student.batch_size * mean / student.max_length))
 
 
@@ -117,15 +118,15 @@ def tokenizer_for(student: Student):
 
 
 def load_sft(sft_dir: Path, student: Student):
-    """(dataset of prompt/completion, examples dropped as too long, tokens kept) for one student."""
-    import datasets
+    """(dataset of input_ids + labels, examples dropped as too long, tokens kept) for one student: the run's
+    tokenisation cache (`distill.training.tokenized`), built on first use; every worker reads the same copy."""
+    from distill.training.tokenized import tokenized_sft
 
-    ds = datasets.load_from_disk(str(sft_dir / "hf"))
-    ds, too_long, n_tokens = _within_length(ds, tokenizer_for(student), student.max_length)
+    ds, too_long, n_tokens = tokenized_sft(sft_dir, tokenizer_for(student), student.max_length)
     if len(ds) == 0:
         raise ValueError(f"student '{student.name}': no training examples (kept traces: {len(ds) + too_long}, "
                          f"longer than max_length={student.max_length}: {too_long})")
-    return ds.remove_columns([c for c in ds.column_names if c not in ("prompt", "completion")]), too_long, n_tokens
+    return ds, too_long, n_tokens
 
 
 def stop_token_ids(tok) -> list[int]:
