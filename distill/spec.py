@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -236,6 +237,13 @@ class Filter(Strict):
     verify_memory_mb: int = Field(1024, ge=64, description="memory limit of a checker process")
     code_timeout_s: float = Field(10.0, gt=0, description="CPU-time limit of a code answer's run (wall: +2 s)")
     code_memory_mb: int = Field(512, ge=32, description="memory limit of a code answer's process")
+    # how fast, never what: left out of the verify stage's fingerprint
+    workers: int | None = Field(None, ge=1, description="processes judging answers (verify and eval); unset: "
+                                "all cores")
+
+    def judge_workers(self) -> int:
+        """Processes that judge answers: `workers`, else every core of this machine."""
+        return self.workers or os.cpu_count() or 1
 
 
 class Lora(Strict):

@@ -22,3 +22,20 @@ class KillOnce(TrainerCallback):
                 and not self.marker.exists():
             self.marker.write_text(str(state.global_step))
             os._exit(1)
+
+
+class DriverStops(Exception):
+    """The driver stopped mid-stage (what `StopAfterShards` raises)."""
+
+
+class StopAfterShards:
+    """An `on_shard` hook: the driver stops (raises DriverStops out of the shard loop) once `n` shards are
+    committed, as a killed driver would leave them; `seen` records each committed shard's id."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, []
+
+    def __call__(self, info: dict) -> None:
+        self.seen.append(info["shard"])
+        if len(self.seen) >= self.n:
+            raise DriverStops(f"stopped after {self.n} shards")

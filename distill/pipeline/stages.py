@@ -68,7 +68,8 @@ def _verify(run, item, out: Path):
 
     # Decontamination checks the problems against the benchmark slices this spec evaluates on.
     s = run.spec
-    return verify_stage(run.root / "generate", out, s.filter, workers=2, benchmarks=s.eval.benchmarks)
+    return verify_stage(run.root / "generate", out, s.filter, workers=s.filter.judge_workers(),
+                        benchmarks=s.eval.benchmarks)
 
 
 def _sft(run, item, out: Path):
@@ -83,10 +84,20 @@ def _sft(run, item, out: Path):
     return build_sft_dataset(run.root / "verify", out, card=card)
 
 
+# Eval's samples are generated in shard sets here (`.eval-shards/KEY`) until its scores are written, so a killed
+# eval resumes where it stopped; KEY covers the model and what decides the samples, never the placement's speed.
+EVAL_SHARDS_DIR = ".eval-shards"
+
+
+def _eval_shards(run, model_id: str, item: str) -> Path:
+    return run.root / EVAL_SHARDS_DIR / artifacts.fingerprint("eval-shards", model_id, *_eval_covers(run, item))
+
+
 def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out)
+    return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out,
+                          judge=run.spec.filter, shard_dir=_eval_shards(run, base, base))
 
 
 def _train(run, name: str, out: Path):
@@ -106,8 +117,11 @@ def _base_eval_dir(run, name: str) -> Path | None:
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
+    # The merged weights' directory is the same after a retrain: the train stage's fingerprint names the model.
+    trained = run.markers[f"train/{name}"]["fingerprint"]
     return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec),
-                          run.spec.seed, out, base_dir=_base_eval_dir(run, name))
+                          run.spec.seed, out, base_dir=_base_eval_dir(run, name), judge=run.spec.filter,
+                          shard_dir=_eval_shards(run, trained, name))
 
 
 def scores_of(run, name: str) -> dict:
@@ -168,7 +182,8 @@ STAGES: tuple[Stage, ...] = (
           covers=lambda run, _: [teacher_fingerprint(run.spec.teacher), run.spec.sampling.model_dump(),
                                  run.spec.seed]),
     Stage("verify", _verify, inputs=("generate",),
-          covers=lambda run, _: [run.spec.filter.model_dump(),  # decontamination reads the benchmarks' problems
+          # filter.workers says how fast, not what; decontamination reads the benchmarks' problems
+          covers=lambda run, _: [run.spec.filter.model_dump(exclude={"workers"}),
                                  [b.model_dump(include={"name", "problems"}) for b in run.spec.eval.benchmarks]]),
     Stage("sft", _sft, inputs=("verify",)),
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
