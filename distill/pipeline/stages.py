@@ -89,7 +89,7 @@ def _sft(run, item, out: Path):
 EVAL_SHARDS_DIR = ".eval-shards"
 
 
-def _eval_shards(run, model_id: str, item: str) -> Path:
+def eval_shard_dir(run, model_id: str, item: str) -> Path:
     return run.root / EVAL_SHARDS_DIR / artifacts.fingerprint("eval-shards", model_id, *_eval_covers(run, item))
 
 
@@ -97,7 +97,7 @@ def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
     return evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec), run.spec.seed, out,
-                          judge=run.spec.filter, shard_dir=_eval_shards(run, base, base))
+                          judge=run.spec.filter, shard_dir=eval_shard_dir(run, base, base))
 
 
 def _train(run, name: str, out: Path):
@@ -121,7 +121,7 @@ def _eval(run, name: str, out: Path):
     trained = run.markers[f"train/{name}"]["fingerprint"]
     return evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec),
                           run.spec.seed, out, base_dir=_base_eval_dir(run, name), judge=run.spec.filter,
-                          shard_dir=_eval_shards(run, trained, name))
+                          shard_dir=eval_shard_dir(run, trained, name))
 
 
 def scores_of(run, name: str) -> dict:
