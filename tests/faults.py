@@ -30,12 +30,14 @@ class DriverStops(Exception):
 
 class StopAfterShards:
     """An `on_shard` hook: the driver stops (raises DriverStops out of the shard loop) once `n` shards are
-    committed, as a killed driver would leave them; `seen` records each committed shard's id."""
+    committed, as a killed driver would leave them; `seen` records each committed shard's id, `infos` what the
+    backend said about it."""
 
     def __init__(self, n: int):
-        self.n, self.seen = n, []
+        self.n, self.seen, self.infos = n, [], []
 
     def __call__(self, info: dict) -> None:
         self.seen.append(info["shard"])
+        self.infos.append(info)
         if len(self.seen) >= self.n:
             raise DriverStops(f"stopped after {self.n} shards")

@@ -23,6 +23,7 @@ def test_a_killed_eval_redoes_only_its_unfinished_shards(ray_local, tmp_path):
     stop = StopAfterShards(3)  # all of gsm8k_test's shards and the first of arith_steps_test's
     with pytest.raises(DriverStops):
         evaluate_model("smollm2-135m", "base", ev, placement, 0, out, shard_dir=shards, on_shard=stop)
+    assert len({info.get("pid") for info in stop.infos}) == 1  # both shard sets on one engine start
     committed = {p.relative_to(shards): pq.read_table(p) for p in shards.glob("*/shard-*.parquet")}
     assert len(committed) == 3 and not (out / "scores.json").exists()
     # which shards are left (the order shards finish in is the engine's): 2 of arith_steps_test's 3

@@ -12,9 +12,9 @@ format_failures}}, decoding}, and for a student evaluated after its base, `vs_ba
 problems). Each benchmark may set its own `k` and `max_tokens` (R1/open-r1: 64 samples for AIME, 4 for
 MATH-500); a sample cut off at max_tokens counts as wrong, and each benchmark's truncation rate is reported.
 
-Samples are generated as generate's traces are (`generate_table` into a shard directory: shards committed
-atomically, a re-run generates only the missing ones), one shard set per distinct (k, max_tokens), and judged a
-shard at a time with the filter's workers and limits.
+Samples are generated as generate's traces are (`run_shards` into a shard directory: shards committed
+atomically, a re-run generates only the missing ones), one shard set per distinct (k, max_tokens), all on one
+engine start, and judged a shard at a time with the filter's workers and limits.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import schemas
-from distill.pipeline.generate import SHARD_GLOB, generate_table
+from distill.pipeline.generate import SHARD_GLOB, run_shards
 from distill.sources import source_rows
 from distill.spec import DEFAULT_TEMPLATE, Benchmark, Eval, Filter, Sampling, Source, VLLMTeacher
 from distill.stats import format_failure_rate, paired_difference, pass_at_1
+from distill.teachers import make_backend
+from distill.teachers.base import sampling_dict
 from distill.verify import judge_many
 
 
@@ -113,6 +115,30 @@ def judged_rows(shard: pa.Table, judge: Filter) -> list[dict]:
              "correct": v.correct, "reason": v.reason} for r, v in zip(rows, verdicts)]
 
 
+class OneEngineStart:
+    """A backend shared by all of a model's shard sets: `run_shards` starts and closes its backend around each set;
+    here the engine starts once, at the first shard any set submits, and `shut` closes it after the last set (an
+    engine start is minutes for a large model; R1's protocol has a set per distinct k and max_tokens)."""
+
+    def __init__(self, backend):
+        self.backend, self.started = backend, False
+
+    def start(self) -> None:
+        if not self.started:
+            self.backend.start()
+            self.started = True
+
+    def close(self) -> None:
+        """Kept open for the next set (`shut` closes it)."""
+
+    def shut(self) -> None:
+        if self.started:
+            self.backend.close()
+
+    def __getattr__(self, name):  # submit, done, recover, capacity, start_seconds, ...: the backend's own
+        return getattr(self.backend, name)
+
+
 def evaluate_model(model: str, label: str, ev: Eval, placement: VLLMTeacher, seed: int, out_dir: Path,
                    base_dir: Path | None = None, judge: Filter | None = None, shard_dir: Path | None = None,
                    on_shard: Callable[[dict], None] | None = None) -> dict:
@@ -131,15 +157,18 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: VLLMTeacher, see
     groups: dict[tuple[int, int], list[Benchmark]] = {}
     for bench in ev.benchmarks:
         groups.setdefault(ev.protocol(bench), []).append(bench)
+    backend = OneEngineStart(make_backend(engine, seed))
     try:
         sets = []
-        for (k, max_tokens), benches in groups.items():
-            sampling = Sampling(n=k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=max_tokens)
-            group_dir = shard_dir / f"k{k}-max{max_tokens}"
-            generate_table(benchmark_prompts(ev, benches), model, sampling,
-                           engine.model_copy(update={"shard_size": shard_size_for(placement, k)}), seed,
-                           out_dir=group_dir, on_shard=on_shard)
-            sets.append(group_dir)
+        try:
+            for (k, max_tokens), benches in groups.items():
+                sampling = Sampling(n=k, temperature=ev.temperature, top_p=ev.top_p, max_tokens=max_tokens)
+                group_dir = shard_dir / f"k{k}-max{max_tokens}"
+                run_shards(benchmark_prompts(ev, benches), group_dir, backend, sampling_dict(sampling),
+                           shard_size_for(placement, k), placement.max_shard_attempts, on_shard=on_shard)
+                sets.append(group_dir)
+        finally:
+            backend.shut()
         # Judged a shard at a time into samples.parquet: memory bounded by a shard, not by problems x k.
         with pq.ParquetWriter(out_dir / "samples.parquet", schemas.EVAL_SAMPLES) as writer:
             for group_dir in sets:
