@@ -43,3 +43,11 @@ def ensure_ray() -> None:
         # CPU-s per 30 s with the defaults, 0.9 with these).
         ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}},
                  _system_config=EMBEDDED_SYSTEM_CONFIG)
+
+
+def local_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return os.cpu_count() or 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -279,6 +280,12 @@ class Filter(Strict):
         None, description="kept traces per domain, e.g. {math: 600000, chat: 200000} (R1's mix): at most this "
         "many are kept per domain, spread over its problems (over_domain_target); a domain short of its target is "
         "reported in the funnel")
+
+    def judge_workers(self) -> int:
+        """Processes that judge answers (verify and eval): `workers`, else every core this process may use."""
+        from distill.cluster import local_cores
+
+        return self.workers or local_cores()
 
 
 def _require_package(module: str, field: str, package: str) -> None:

@@ -36,3 +36,22 @@ class SigkillAt(TrainerCallback):
 
         if state.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class DriverStops(Exception):
+    """The driver stopped mid-stage (what `StopAfterShards` raises)."""
+
+
+class StopAfterShards:
+    """An `on_shard` hook: the driver stops (raises DriverStops out of the shard loop) once `n` shards are
+    committed, as a killed driver would leave them; `seen` records each committed shard's id, `infos` what the
+    backend said about it."""
+
+    def __init__(self, n: int):
+        self.n, self.seen, self.infos = n, [], []
+
+    def __call__(self, info: dict) -> None:
+        self.seen.append(info["shard"])
+        self.infos.append(info)
+        if len(self.seen) >= self.n:
+            raise DriverStops(f"stopped after {self.n} shards")

@@ -72,7 +72,7 @@ def _verify(run, item, out: Path):
 
     # Decontamination checks the problems against the benchmark slices this spec evaluates on.
     s = run.spec
-    return verify_stage(run.root / "generate", out, s.filter, workers=stage_workers(s.filter.workers),
+    return verify_stage(run.root / "generate", out, s.filter, workers=s.filter.judge_workers(),
                         benchmarks=s.eval.benchmarks, spread=spread_over_cluster())
 
 
@@ -98,11 +98,21 @@ def _charged(run, evaluate) -> dict:
     return ledger.charge(stats, placed.replicas * placed.num_gpus, time.time() - t0)
 
 
+# Eval's samples are generated in shard sets here (`.eval-shards/KEY`) until its scores are written, so a killed
+# eval resumes where it stopped; KEY covers the model and what decides the samples, never the placement's speed.
+EVAL_SHARDS_DIR = ".eval-shards"
+
+
+def eval_shard_dir(run, model_id: str, item: str) -> Path:
+    return run.root / EVAL_SHARDS_DIR / artifacts.fingerprint("eval-shards", model_id, *_eval_covers(run, item))
+
+
 def _eval_base(run, base: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
     return _charged(run, lambda: evaluate_model(base, f"base:{base}", run.spec.eval, eval_placement(run.spec),
-                                                run.spec.seed, out))
+                                                run.spec.seed, out, judge=run.spec.filter,
+                                                shard_dir=eval_shard_dir(run, base, base)))
 
 
 def _train(run, name: str, out: Path):
@@ -133,9 +143,11 @@ def _base_eval_dir(run, name: str) -> Path | None:
 def _eval(run, name: str, out: Path):
     from distill.pipeline.eval import evaluate_model
 
-    return _charged(run, lambda: evaluate_model(str(run.root / "train" / name / "merged"), name, run.spec.eval,
-                                                eval_placement(run.spec), run.spec.seed, out,
-                                                base_dir=_base_eval_dir(run, name)))
+    # The merged weights' directory is the same after a retrain: the train stage's fingerprint names the model.
+    trained = run.markers[f"train/{name}"]["fingerprint"]
+    return _charged(run, lambda: evaluate_model(
+        str(run.root / "train" / name / "merged"), name, run.spec.eval, eval_placement(run.spec), run.spec.seed,
+        out, base_dir=_base_eval_dir(run, name), judge=run.spec.filter, shard_dir=eval_shard_dir(run, trained, name)))
 
 
 def scores_of(run, name: str) -> dict:

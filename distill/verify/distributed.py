@@ -19,22 +19,15 @@ path's. A task whose worker dies is retried by Ray (a batch's judgement is a pur
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Callable, Iterator
+
+from distill.cluster import local_cores
 
 VERIFIER_RESOURCE = "distill.verifier"  # advertised by helm/distill's verifier group (values.yaml rayResources)
 # Each task takes a sliver of the resource (a node advertises 1): how many tasks share a node is set by its CPUs.
 RESOURCE_SHARE = 0.001
 IN_FLIGHT_PER_CPU = 2  # tasks submitted ahead per cluster CPU: each CPU has its next batch waiting
-
-
-def local_cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS has no sched_getaffinity
-        return os.cpu_count() or 1
 
 
 def stage_workers(workers: int | None) -> int:
