@@ -1,0 +1,130 @@
+"""On-policy distillation (`training: on_policy`): the spec's refusals, each one line naming the field, before any
+engine starts (real `distill validate` in a subprocess, real tokenizers); and a tiny real run (vLLM engines in Ray
+actors, TRL's trainer) where the loss falls, the reverse KL to the teacher on held-out prompts falls, and a run
+killed mid-way resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from distill import preflight
+from distill.spec import SpecError, load_spec
+from tests.conftest import REPO
+from tests.test_hostile_inputs import distill, messages
+
+ARITH = REPO / "datasets_spec" / "data" / "arithmetic.jsonl"
+
+
+def _spec(tmp_path, students, teacher=None) -> str:
+    spec = {
+        "name": "opd", "output_dir": str(tmp_path / "run"),
+        "teacher": teacher or {"model": "smollm2-135m"},
+        "prompts": {"sources": [{"path": str(ARITH), "fields": {"problem": "question", "answer": "answer"}}]},
+        "students": students,
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def _errors(spec_path: str) -> list[str]:
+    """What `distill validate` says, in-process (each CLI run would pay vLLM's import again)."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as e:
+        return [f"spec error: {line}" for line in str(e).splitlines()]
+    return [f"spec error: {line}" for line in preflight.check(spec).errors]
+
+
+def _variant(src, dst, edit):
+    """A copy of model directory `src` whose tokenizer `edit` changed (weights shared by copy)."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(src, dst)
+    tok = AutoTokenizer.from_pretrained(dst)
+    edit(tok)
+    tok.save_pretrained(dst)
+    return dst
+
+
+def test_the_spec_refuses_bad_on_policy_links_in_one_line_each(tmp_path):
+    students = [
+        {"name": "sft", "base": "smollm2-135m"},
+        {"name": "a", "base": "smollm2-135m", "method": "on_policy"},
+        {"name": "b", "base": "smollm2-135m", "training": "on_policy", "init_from": "nope"},
+        {"name": "c", "base": "smollm2-135m", "training": "on_policy", "init_from": "d"},
+        {"name": "d", "base": "other/base", "training": "on_policy", "init_from": "sft",
+         "on_policy": {"teacher": "c", "beta": 0.5, "loss_top_k": 4}},
+        {"name": "e", "base": "smollm2-135m", "init_from": "sft"},
+    ]
+    assert _errors(_spec(tmp_path, students)) == [
+        "spec error: students[1].method: 'on_policy' is a training method: set `training: on_policy` (method says "
+        "which weights train: lora or full)",
+        "spec error: students[4].on_policy: loss_top_k must be 1 when beta > 0 (TRL scores reverse and mixed KL on "
+        "the sampled token and the teacher's top-1)",
+        "spec error: students[5].init_from: only for `training: on_policy` students (an SFT student starts from its "
+        "base and learns from the verified traces)",
+    ]
+    students[1]["training"] = students[1].pop("method")
+    students[4]["on_policy"] = {"teacher": "c"}
+    students[5]["training"] = "on_policy"
+    assert _errors(_spec(tmp_path, students)) == [
+        "spec error: students[2].init_from: no student 'nope' in this run (students: sft, a, b, c, d, e)",
+        "spec error: students[3].init_from: student 'd' is listed after this one: list it before, so it trains first",
+        "spec error: students[4].init_from: student 'sft' trains base 'smollm2-135m', this student's base is "
+        "'other/base': give the same base",
+        "spec error: students[4].on_policy.teacher: student 'c' is not an SFT student (training: on_policy)",
+    ]
+
+
+def test_an_api_teacher_cannot_score_the_students_tokens(tmp_path):
+    teacher = {"model": "gpt-x", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    proc = distill("validate", _spec(tmp_path, [{"name": "o", "base": "smollm2-135m", "training": "on_policy"}],
+                                     teacher))
+    assert proc.returncode == 2
+    assert messages(proc) == [
+        "spec error: teacher.backend: 'openai' cannot score given tokens (an OpenAI-compatible endpoint returns "
+        "log-probabilities only for tokens it samples), which on-policy student 'o' needs: use a vllm teacher, or set "
+        "students[0].on_policy.teacher"]
+
+
+def test_tokenizers_that_differ_are_refused_before_any_engine(tmp_path, tiny_llama, tiny_family):
+    """Vocabulary, special tokens, stop tokens: each refused, naming the student's field; the same tokenizer passes."""
+    eos_moved = _variant(tiny_llama, tmp_path / "eos", lambda t: setattr(t, "eos_token", "<|endoftext|>"))
+    turn_end = _variant(tiny_llama, tmp_path / "turn",
+                        lambda t: setattr(t, "chat_template", t.chat_template.replace("<|im_end|>", "<|endoftext|>")))
+    cases = {
+        tiny_family("llama3"): "the vocabularies differ (49152 vs 49156 tokens; '<|begin_of_text|>' only in the "
+                               "student's)",
+        eos_moved: "the special tokens differ (eos_token: '<|im_end|>' for the teacher, '<|endoftext|>' for the student)",
+        turn_end: "they stop differently (the teacher stops on ['<|im_end|>'], the student on ['<|endoftext|>', "
+                  "'<|im_end|>'])",
+    }
+    for student_dir, why in cases.items():
+        spec = _spec(tmp_path, [{"name": "o", "base": str(student_dir), "training": "on_policy"}],
+                     {"model": str(tiny_llama)})
+        assert _errors(spec) == [f"spec error: students[0].base: on-policy distillation needs the tokenizer of its "
+                                 f"teacher {tiny_llama}, but {why}"]
+    # An SFT student of the run as the teacher: its base's tokenizer is what scores.
+    assert _errors(_spec(tmp_path, [
+        {"name": "sft", "base": str(eos_moved)},
+        {"name": "o", "base": str(tiny_llama), "training": "on_policy", "on_policy": {"teacher": "sft"}}])) == [
+        f"spec error: students[1].base: on-policy distillation needs the tokenizer of its student 'sft', but the "
+        f"special tokens differ (eos_token: '<|endoftext|>' for the teacher, '<|im_end|>' for the student)"]
+    assert _errors(_spec(tmp_path, [{"name": "o", "base": str(tiny_llama), "training": "on_policy"}],
+                         {"model": str(tiny_llama)})) == []
+
+
+def test_sft_students_keep_their_train_fingerprints():
+    """The on-policy fields, left at their defaults, are not part of an SFT student's fingerprint."""
+    from distill.spec import Student, student_fingerprint
+
+    st = Student(name="s", base="b")
+    assert student_fingerprint(st) == {k: v for k, v in st.model_dump().items()
+                                       if k not in ("training", "init_from", "on_policy")}
+    op = Student(name="o", base="b", training="on_policy")
+    assert student_fingerprint(op)["on_policy"]["beta"] == 1.0
