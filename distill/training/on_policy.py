@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def heldout_reverse_kl(student_actor, teacher_actor, prompt_ids: list[list[int]]
                 seqs.append(prompt + s["ids"])
                 starts.append(len(prompt))
                 student_lps.append(s["logprobs"])
+    if not seqs:  # every sample ended at once: no token to compare
+        return {"reverse_kl_per_token": None, "stderr": None, "samples": 0, "tokens": 0}
     scored = ray.get(teacher_actor.score.remote(seqs, starts, 1))
     per_sample, tokens, total = [], 0, 0.0
     for s_lps, t_lps in zip(student_lps, scored["actual_logprobs"]):
@@ -194,7 +197,6 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
     weights) on-policy over `prompts`; writes `merged/` (and `adapter/` for LoRA) and `train_stats.json`."""
     import ray
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
 
     from distill.training.sft import save_model, tokenizer_for
 
@@ -219,7 +221,7 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
                                 teacher_actor)
         for cb in callbacks:
             trainer.add_callback(cb)
-        resume = get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+        resume = _resumable(checkpoint_dir, student, seed, student_model, teacher_model)
         t1 = time.time()
         result = trainer.train(resume_from_checkpoint=resume)
         seconds = time.time() - t1
@@ -244,6 +246,7 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
             "device": "cpu" if on_cpu else "cuda",
         }
         (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=2))
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: a later re-train must not resume from these
         return stats
     finally:
         for actor in (student_actor, teacher_actor):
@@ -254,6 +257,21 @@ def _engine_kwargs(engine: dict, on_cpu: bool, model: str) -> dict:
     from distill.models import context_length
 
     return engine_options(engine, on_cpu, context_length(model) if on_cpu and "max_model_len" not in engine else None)
+
+
+def _resumable(checkpoint_dir: Path, student: Student, seed: int, student_model: str, teacher_model: str):
+    """The last checkpoint of an interrupted run of this same training (same student settings, seed, start and
+    teacher), else None; checkpoints of other training are removed rather than resumed."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    key = json.dumps({"student": student.model_dump(), "seed": seed, "start": student_model,
+                      "teacher": teacher_model}, sort_keys=True)
+    stamp = checkpoint_dir / "training.json"
+    if checkpoint_dir.is_dir() and (not stamp.exists() or stamp.read_text() != key):
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(key)
+    return get_last_checkpoint(str(checkpoint_dir))
 
 
 def _step_of(checkpoint_dir: str) -> int:
