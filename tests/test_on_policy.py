@@ -128,3 +128,116 @@ def test_sft_students_keep_their_train_fingerprints():
                                        if k not in ("training", "init_from", "on_policy")}
     op = Student(name="o", base="b", training="on_policy")
     assert student_fingerprint(op)["on_policy"]["beta"] == 1.0
+
+
+def test_the_rollout_engine_gets_the_lora_students_merged_weights_under_the_base_names(tiny_llama):
+    """What each round sends to the student's vLLM engine: the base model's parameter names, LoRA merged in."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from distill.training.on_policy import trainer_weights
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    names = [n for n, _ in base.named_parameters()]
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)  # a trained adapter: B is no longer zero
+    merged = dict(copy.deepcopy(model).merge_and_unload().named_parameters())
+    sent = trainer_weights(model)
+    assert [n for n, _ in sent] == names
+    assert all(torch.allclose(t, merged[n].detach(), atol=1e-6) for n, t in sent)
+    assert not torch.allclose(dict(sent)["model.layers.0.self_attn.q_proj.weight"],
+                              dict(base.named_parameters())["model.layers.0.self_attn.q_proj.base_layer.weight"])
+
+
+def test_the_card_and_manifest_name_the_method_and_the_scoring_model(tiny_llama, tmp_path):
+    from distill.pipeline.package import package_student
+    from distill.spec import Student
+
+    train = tmp_path / "train" / "opd"
+    shutil.copytree(tiny_llama, train / "merged")
+    (train / "train_stats.json").write_text(json.dumps({
+        "examples": 16, "steps": 12, "train_loss": 0.01, "training": "on_policy", "init_from": "sft",
+        "logprob_teacher": "student:sft", "loss": "TRL ServerDistillationTrainer, beta 1.0 (reverse KL)"}))
+    out = tmp_path / "package" / "opd"
+    out.mkdir(parents=True)
+    scores = {"benchmarks": {}, "decoding": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": 0}}
+    lineage = {"teacher": "t", "spec_name": "s", "spec_hash": "h", "problems": 4, "generated": 8, "verified": 4,
+               "kept": 4, "drop_reasons": {}}
+    student = Student(name="opd", base="smollm2-135m", method="full", training="on_policy", init_from="sft")
+    package_student(train, out, student, scores, None, lineage, gguf=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["training_method"], manifest["logprob_teacher"]) == ("on_policy", "student:sft")
+    card = (out / "README.md").read_text()
+    assert "- on-policy-distillation\n" in card.split("---")[1]
+    assert ("Trained by on-policy distillation: it sampled its own completions of the run's prompts and learned the "
+            "token log-probabilities **student:sft** gave them (TRL ServerDistillationTrainer, beta 1.0 (reverse KL)), "
+            "starting from `sft`.") in card
+
+
+# ---------------------------------------------------------------- a tiny real run
+
+class _CrashAt:
+    """An injected fault: the training process fails at `step` (after the checkpoint before it was written)."""
+
+    def __new__(cls, step: int):
+        from transformers import TrainerCallback
+
+        class Crash(TrainerCallback):
+            def on_step_end(self, args, state, control, **kw):
+                if state.global_step == step:
+                    raise RuntimeError(f"injected crash at step {step}")
+
+        return Crash()
+
+
+def _teacher_of(student_dir, out):
+    """A teacher with the student's tokenizer and a different, peaked output layer: something to distil."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(student_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.randn(model.lm_head.weight.shape, generator=gen) * 0.25)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.mark.slow
+def test_a_tiny_on_policy_run_lowers_loss_and_heldout_kl_and_resumes(tmp_path, tiny_llama, ray_local):
+    from distill.spec import Student
+    from distill.training.on_policy import train_on_policy
+
+    teacher = _teacher_of(tiny_llama, tmp_path / "teacher")
+    prompts = [json.loads(line)["question"] for line in ARITH.read_text().splitlines()[:24]]
+    student = Student.model_validate({
+        "name": "op", "base": str(tiny_llama), "method": "full", "training": "on_policy", "epochs": 3,
+        "learning_rate": 1e-2, "batch_size": 4, "save_steps": 4,
+        "on_policy": {"max_completion_length": 16, "heldout_prompts": 8,
+                      "engine": {"max_model_len": 256, "kv_cache_memory_bytes": 1 << 28}}})
+    out, checkpoints = tmp_path / "train", tmp_path / "checkpoints"
+    out.mkdir()
+    common = dict(student_model=str(tiny_llama), teacher_model=str(teacher), teacher_label="tiny-teacher",
+                  checkpoint_dir=checkpoints)
+    with pytest.raises(RuntimeError, match="injected crash at step 6"):
+        train_on_policy(prompts, out, student, 0, callbacks=[_CrashAt(6)], **common)
+    assert (checkpoints / "checkpoint-4").is_dir() and not (out / "merged").exists()
+
+    stats = train_on_policy(prompts, out, student, 0, **common)
+    assert stats["resumed_from_step"] == 4 and stats["steps"] == 12  # 16 training prompts / 4 per step x 3 epochs
+    assert stats["weight_syncs"] >= 12 - 4  # a rollout engine update before every round it ran
+    first, last = stats["first_losses"], stats["last_losses"]
+    assert sum(last) / len(last) < sum(first) / len(first), (first, last)
+    before, after = stats["heldout_kl_before"], stats["heldout_kl_after"]
+    assert before["samples"] == after["samples"] == 8 * 4
+    assert after["reverse_kl_per_token"] < before["reverse_kl_per_token"], (before, after)
+    assert stats["training"] == "on_policy" and stats["logprob_teacher"] == "tiny-teacher"
+    assert (out / "merged" / "model.safetensors").exists()
+    assert not checkpoints.exists()  # finished: a later re-train starts fresh
