@@ -222,6 +222,7 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
         for cb in callbacks:
             trainer.add_callback(cb)
         resume = _resumable(checkpoint_dir, student, seed, student_model, teacher_model)
+        resumed_from = _step_of(resume) if resume else 0  # read now: checkpoint rotation may delete it later
         t1 = time.time()
         result = trainer.train(resume_from_checkpoint=resume)
         seconds = time.time() - t1
@@ -239,7 +240,7 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
             "examples": len(train_prompts), "heldout_prompts": len(heldout),
             "steps": result.global_step, "train_loss": result.training_loss,
             "first_losses": losses[:3], "last_losses": losses[-3:],
-            "resumed_from_step": _step_of(resume) if resume else 0,
+            "resumed_from_step": resumed_from,
             "weight_syncs": trainer.vllm_generation.syncs,
             "heldout_kl_before": kl_before, "heldout_kl_after": kl_after,
             "seconds": round(seconds, 2), "engines_start_seconds": round(engines_seconds, 2),
