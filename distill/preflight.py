@@ -79,6 +79,8 @@ def check(spec: Spec, *, on_cluster: bool = False) -> Findings:
         _eval_placement(f, spec)
     for i, src in enumerate(spec.prompts.sources):
         _source(f, f"prompts.sources[{i}]", src)
+    if not f.errors:  # tokenizers load from models found above: compared only once those are there
+        _on_policy(f, spec)
     _output_dir(f, spec.output_dir, on_cluster)
     return f
 
@@ -181,6 +183,53 @@ def _hub_model(f: Findings, where: str, repo: str) -> None:
     except Exception as e:  # noqa: BLE001 - offline, DNS, proxy, timeout: all mean "could not check"
         f.warnings.append(f"{where}: could not check '{repo}': not in the local cache and the Hub did not answer "
                           f"({type(e).__name__})")
+
+
+# ---------------------------------------------------------------- on-policy students: can the teacher score them
+
+def _local_model_dir(name: str) -> str | None:
+    """A model's files here, without converting or downloading anything: a built-in already converted, a local
+    directory, or a Hub id in the local cache; None when they are not here."""
+    from distill.models import BUILTIN, cache_dir
+
+    if name in BUILTIN:
+        out = cache_dir() / "models" / BUILTIN[name][1]
+        return str(out) if (out / "model.safetensors").exists() else None
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    import huggingface_hub as hub
+
+    try:
+        cached = hub.try_to_load_from_cache(name, "tokenizer_config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id
+        return None
+    return str(Path(cached).parent) if isinstance(cached, str) else None
+
+
+def _on_policy(f: Findings, spec: Spec) -> None:
+    """An on-policy student and the model that scores its tokens (the run's teacher, or `on_policy.teacher`) share
+    one tokenizer: vocabulary, special tokens, stop tokens (`distill.training.tokenizer_match`)."""
+    students = {s.name: s for s in spec.students}
+    for i, st in enumerate(spec.students):
+        if st.on_policy is None:
+            continue
+        if st.on_policy.teacher is not None:
+            scorer = students[st.on_policy.teacher]
+            t_name, t_model, t_template = f"student '{scorer.name}'", scorer.base, scorer.chat_template
+        else:
+            t_name, t_model, t_template = f"teacher {spec.teacher.model}", spec.teacher.model, None
+        t_dir, s_dir = _local_model_dir(t_model), _local_model_dir(st.base)
+        if t_dir is None or s_dir is None:
+            missing = t_model if t_dir is None else st.base
+            f.warnings.append(f"students[{i}].base: the tokenizers of the student and its {t_name} were not "
+                              f"compared: {missing} is not here yet")
+            continue
+        from distill.training.tokenizer_match import load_tokenizer, mismatch
+
+        why = mismatch(load_tokenizer(t_dir, t_template), load_tokenizer(s_dir, st.chat_template), t_dir, s_dir)
+        if why:
+            f.errors.append(f"students[{i}].base: on-policy distillation needs the tokenizer of its {t_name}, but "
+                            f"{why}")
 
 
 # ---------------------------------------------------------------- vLLM: sampling ranges and engine keys

@@ -298,7 +298,9 @@ def _require_package(module: str, field: str, package: str) -> None:
 
 # Student fields added after runs existed: left out of the train stage's fingerprint while at their default, so a
 # run made before them keeps its trained students.
-LATER_STUDENT_DEFAULTS = {"deepspeed": None, "use_liger_kernel": False}
+# (on-policy distillation's fields likewise: SFT students of runs made before them keep their train stages)
+LATER_STUDENT_DEFAULTS = {"deepspeed": None, "use_liger_kernel": False,
+                          "training": "sft", "init_from": None, "on_policy": None}
 
 
 def student_fingerprint(student: "Student") -> dict:
@@ -314,10 +316,42 @@ class Lora(Strict):
     target_modules: str | list[str] = "all-linear"
 
 
+class OnPolicy(Strict):
+    """On-policy distillation (`distill.training.on_policy`): the student samples completions of the run's prompts
+    on a vLLM engine, the teacher's vLLM engine scores those same tokens (`prompt_logprobs`), and TRL's
+    distillation loss pulls the student towards the teacher token by token. Field names are TRL's
+    (`DistillationConfig`, `ServerDistillationConfig`) where TRL has one."""
+
+    teacher: str | None = Field(None, description="name of an earlier SFT student of this run whose trained weights "
+                                "score the student's tokens; unset: the run's teacher (backend vllm)")
+    beta: float = Field(1.0, ge=0, le=1, description="TRL's beta: 1 reverse KL (the default), 0 forward KL, in "
+                        "between the generalized JSD mixing both")
+    loss_top_k: int = Field(1, ge=1, description="TRL's loss_top_k: teacher tokens the divergence covers; must be "
+                            "1 when beta > 0 (the teacher engine scores the sampled token and its top-1)")
+    max_completion_length: int = Field(256, ge=1, description="new tokens per student rollout")
+    heldout_prompts: int = Field(8, ge=0, description="last prompts of the run kept out of training: the reverse "
+                                 "KL to the teacher on them is measured before and after training")
+    engine: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments for the student's "
+                                   "and teacher's vllm.LLM (CPU build: distill's CPU defaults under them)")
+
+    @model_validator(mode="after")
+    def _trl_top_k(self) -> "OnPolicy":
+        if self.beta > 0 and self.loss_top_k != 1:
+            raise ValueError("loss_top_k must be 1 when beta > 0 (TRL scores reverse and mixed KL on the sampled "
+                             "token and the teacher's top-1)")
+        return self
+
+
 class Student(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     base: str = Field(description="HF hub id, local directory, or 'smollm2-135m'")
     method: Literal["lora", "full"] = "lora"
+    training: Literal["sft", "on_policy"] = Field("sft", description="sft: TRL's SFTTrainer on the verified traces; "
+                                                  "on_policy: on-policy distillation from the teacher's token "
+                                                  "log-probabilities (see `on_policy`)")
+    init_from: str | None = Field(None, description="on_policy only: an earlier SFT student of this run whose "
+                                  "trained weights this student starts from (same base)")
+    on_policy: OnPolicy | None = Field(None, description="on_policy settings; defaults when training is on_policy")
     lora: Lora = Field(default_factory=Lora)
     epochs: float = Field(1, gt=0)
     learning_rate: float = Field(2e-4, gt=0)
@@ -357,6 +391,35 @@ class Student(Strict):
         if v:
             _require_package("liger_kernel", "student.use_liger_kernel", "liger-kernel")
         return v
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_is_weights(cls, v: Any) -> Any:
+        if v in ("on_policy", "sft"):
+            raise ValueError(f"'{v}' is a training method: set `training: {v}` (method says which weights train: "
+                             "lora or full)")
+        return v
+
+    @field_validator("init_from", "on_policy")
+    @classmethod
+    def _on_policy_only(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is not None and info.data.get("training") == "sft":
+            raise ValueError("only for `training: on_policy` students (an SFT student starts from its base and "
+                             "learns from the verified traces)")
+        return v
+
+    @field_validator("workers")
+    @classmethod
+    def _on_policy_one_worker(cls, v: int, info: ValidationInfo) -> int:
+        if v > 1 and info.data.get("training") == "on_policy":
+            raise ValueError("training: on_policy trains in one process: set workers to 1")
+        return v
+
+    @model_validator(mode="after")
+    def _on_policy_defaults(self) -> "Student":
+        if self.training == "on_policy" and self.on_policy is None:
+            self.on_policy = OnPolicy()
+        return self
 
     @model_validator(mode="after")
     def _fsdp_on_gpus(self) -> "Student":
@@ -482,6 +545,38 @@ class Spec(Strict):
         return canonical.digest(self.model_dump())
 
 
+def student_links(spec: Spec) -> list[str]:
+    """Errors in how students name each other (`init_from`, `on_policy.teacher`): each must be an SFT student of
+    this run listed before (it trains first) and, for `init_from`, on the same base. One line per problem."""
+    lines = []
+    for i, st in enumerate(spec.students):
+        if st.on_policy is not None and st.on_policy.teacher is None and spec.teacher.backend == "openai":
+            lines.append(f"teacher.backend: 'openai' cannot score given tokens (an OpenAI-compatible endpoint returns "
+                         f"log-probabilities only for tokens it samples), which on-policy student '{st.name}' needs: "
+                         f"use a vllm teacher, or set students[{i}].on_policy.teacher")
+        earlier = {s.name: s for s in spec.students[:i]}
+        links = [("init_from", st.init_from)]
+        if st.on_policy is not None:
+            links.append(("on_policy.teacher", st.on_policy.teacher))
+        for field, ref in links:
+            if ref is None:
+                continue
+            where = f"students[{i}].{field}"
+            names = [s.name for s in spec.students]
+            if ref == st.name:
+                lines.append(f"{where}: names this student itself")
+            elif ref not in names:
+                lines.append(f"{where}: no student '{ref}' in this run (students: {', '.join(names)})")
+            elif ref not in earlier:
+                lines.append(f"{where}: student '{ref}' is listed after this one: list it before, so it trains first")
+            elif earlier[ref].training != "sft":
+                lines.append(f"{where}: student '{ref}' is not an SFT student (training: {earlier[ref].training})")
+            elif field == "init_from" and earlier[ref].base != st.base:
+                lines.append(f"{where}: student '{ref}' trains base '{earlier[ref].base}', this student's base is "
+                             f"'{st.base}': give the same base")
+    return lines
+
+
 def uses_gpus(spec: Spec) -> bool:
     """The spec runs on a GPU cluster: its vLLM teacher or its students' training workers ask for GPUs."""
     t = spec.teacher
@@ -508,7 +603,7 @@ def _field_path(loc: tuple) -> str:
 
 def parse_spec(data: Any, base_dir: str | Path = ".") -> Spec:
     try:
-        return Spec.model_validate(data, context={"base_dir": str(base_dir)})
+        spec = Spec.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -528,6 +623,10 @@ def parse_spec(data: Any, base_dir: str | Path = ".") -> Spec:
                 loc, msg = loc + ("backend",), f"unknown backend {err['ctx']['tag']!r} (one of: {', '.join(TEACHERS)})"
             lines.append(f"{_field_path(loc)}: {msg}")
         raise SpecError("\n".join(lines)) from None
+    links = student_links(spec)
+    if links:
+        raise SpecError("\n".join(links))
+    return spec
 
 
 def load_spec(path: str | Path) -> Spec:

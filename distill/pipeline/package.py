@@ -69,6 +69,19 @@ def _cost_line(ledger: dict | None) -> str:
             f"{t['accelerator_seconds'] / 3600:.2f} accelerator-hours{cost}\n")
 
 
+def _training_method(train_stats: dict) -> dict:
+    """How the student was trained, for the card and the manifest: SFT on the verified traces, or on-policy
+    distillation (and then the model whose token log-probabilities it learned from)."""
+    if train_stats.get("training") != "on_policy":
+        return {"method": "sft", "tag": "sft", "logprob_teacher": None, "card": ""}
+    teacher = train_stats["logprob_teacher"]
+    start = train_stats.get("init_from")
+    return {"method": "on_policy", "tag": "on-policy-distillation", "logprob_teacher": teacher,
+            "card": f" Trained by on-policy distillation: it sampled its own completions of the run's prompts and "
+                    f"learned the token log-probabilities **{teacher}** gave them ({train_stats['loss']}), "
+                    f"starting from `{start}`."}
+
+
 def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_scores: dict | None,
                     lineage: dict, ledger: dict | None = None, gguf: bool = True) -> dict:
     _link_tree(train_dir / "merged", out_dir / "merged")
@@ -77,10 +90,11 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
     gguf_info = write_gguf_folder(out_dir / "merged", out_dir / "gguf", student.name) if gguf else None
     has_gguf = bool(gguf_info and "files" in gguf_info)
     train_stats = json.loads((train_dir / "train_stats.json").read_text())
+    training = _training_method(train_stats)
     meta = {
         "base_model": student.base,
         "library_name": "transformers",
-        "tags": ["distill", "reasoning", "sft", student.method] + (["gguf"] if has_gguf else []),
+        "tags": ["distill", "reasoning", training["tag"], student.method] + (["gguf"] if has_gguf else []),
         "model-index": _model_index(student.name, scores),
     }
     d = scores["decoding"]
@@ -88,7 +102,7 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
         f"---\n{yaml.safe_dump(meta, sort_keys=False)}---\n\n"
         f"# {student.name}\n\n"
         f"A reasoning student distilled from **{lineage['teacher']}** into **{student.base}** "
-        f"({student.method} fine-tune) by distill.\n\n"
+        f"({student.method} fine-tune) by distill.{training['card']}\n\n"
         f"## Evaluation\n\n{_eval_table(scores, base_scores)}\n\n"
         f"pass@1 in %, averaged over k samples per problem, ± standard error over problems; truncated: the share of "
         f"the student's samples cut off at max tokens, counted as wrong; student − base is the mean of per-problem "
@@ -111,6 +125,7 @@ def package_student(train_dir: Path, out_dir: Path, student, scores: dict, base_
     files = {str(p.relative_to(out_dir)): file_digest(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
     manifest = {
         "name": student.name, "base_model": student.base, "method": student.method,
+        "training_method": training["method"], "logprob_teacher": training["logprob_teacher"],
         "scores": scores, "base_scores": base_scores, "lineage": lineage, "training": train_stats,
         "ledger": ledger, "gguf": gguf_info, "files": files,
     }

@@ -118,6 +118,10 @@ def _eval_base(run, base: str, out: Path):
 def _train(run, name: str, out: Path):
     from distill.pipeline.train import train_student
 
+    if _student(run, name).training == "on_policy":
+        from distill.pipeline.on_policy import train_on_policy_student
+
+        return train_on_policy_student(run.root, out, _student(run, name), run.spec)
     return train_student(run.root / "sft", out, _student(run, name), run.spec.seed,
                          checkpoint_dir=checkpoint_dir(run.root, name, run.fingerprints[f"train/{name}"]))
 
@@ -172,6 +176,14 @@ def _package(run, name: str, out: Path):
 
 # ---------------------------------------------------------------- the graph
 
+def _upstream_students(run, name: str) -> list:
+    """An on-policy student's train stage reads other students' trained weights (`init_from`, `on_policy.teacher`):
+    their train fingerprints are part of its own, so retraining one retrains it. Nothing for SFT students."""
+    st = _student(run, name)
+    refs = [st.init_from, st.on_policy.teacher if st.on_policy else None]
+    return [(ref, (run.markers.get(f"train/{ref}") or {}).get("fingerprint")) for ref in refs if ref]
+
+
 def _base_eval_fingerprint(run, name: str) -> str | None:
     marker = run.markers.get(base_eval_key(_student(run, name).base))
     return marker["fingerprint"] if marker else None
@@ -216,7 +228,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval-base", _eval_base, each=_bases, key=base_eval_key, prefix="eval/base-", when=_base_evals,
           kind="eval-base", covers=lambda run, base: [base, *_eval_covers(run, base)]),
     Stage("train", _train, inputs=("sft",), each=_students,
-          covers=lambda run, name: [student_fingerprint(_student(run, name)), run.spec.seed]),
+          covers=lambda run, name: [student_fingerprint(_student(run, name)), run.spec.seed,
+                                    *_upstream_students(run, name)]),
     Stage("eval", _eval, inputs=("train",), each=_students, when=_benchmarks,
           covers=lambda run, name: [*_eval_covers(run, name), _base_eval_fingerprint(run, name)]),
     Stage("package", _package, inputs=("eval",), each=_students,
