@@ -11,7 +11,7 @@ from distill.pipeline.train import train_student
 from distill.report.data import ledger as report_ledger
 from distill.report.data import load_run
 from distill.spec import parse_spec
-from tests.test_train import _sft_dir
+from tests.conftest import sft_dir as _sft_dir
 
 
 @pytest.mark.slow  # trains

@@ -7,7 +7,7 @@ import pytest
 from distill.spec import Student
 from distill.training.ray_train import train_with_ray
 from tests.faults import KillOnce
-from tests.test_train import _sft_dir
+from tests.conftest import sft_dir as _sft_dir
 
 pytestmark = pytest.mark.slow
 

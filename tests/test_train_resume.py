@@ -14,7 +14,8 @@ from transformers import TrainerCallback
 
 from distill.pipeline.train import train_student
 from distill.spec import Student
-from tests.test_train import EXAMPLES, _sft_dir
+from tests.conftest import EXAMPLES
+from tests.conftest import sft_dir as _sft_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
