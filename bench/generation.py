@@ -2,11 +2,12 @@
 continuous-batching ideal) versus the pipeline (`distill.pipeline.generate.generate_stage`: Ray actor, shards,
 Parquet commits), same engine settings, prompts and sampling.
 
-    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 16 --batches 8 --repeats 3
+    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 8 --batches 8 --repeats 3
 
 The workload is `--batches` engine batches (`max_num_seqs` requests each) of prompts whose completion lengths are
 heavy-tailed, as R1 traces are (median ~4k tokens, tail to 32k): most prompts ask for a short answer, one in
-`--long-every` asks for a long essay, at temperature 1.0 with `max_tokens` far above the median. The measured
+`--long-every` asks for a long story, sampled as R1 is (temperature 0.6, top_p 0.95) with `max_tokens` far
+above the median. The measured
 p99 / median of completion lengths is printed (the tail this bench is about; >= 4 wanted). The raw engine also
 runs the same requests batch by batch (`--batch-size` prompts per `generate` call: how the pipeline generated
 before it kept its engines fed), for comparison. Prints tokens/s of each for --repeats interleaved raw/pipeline
@@ -74,7 +75,7 @@ def raw(args) -> dict:
     tok = llm.get_tokenizer()
     texts = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], tokenize=False,
                                      add_generation_prompt=True) for p in load_prompts(args)]
-    params = SamplingParams(n=1, temperature=args.temperature, top_p=1.0, max_tokens=args.max_tokens)
+    params = SamplingParams(n=1, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
     t0 = time.time()
     outs = llm.generate(texts, params, use_tqdm=False)
     secs = time.time() - t0
@@ -103,7 +104,7 @@ def pipeline(args) -> dict:
         pq.write_table(pa.Table.from_pylist(load_prompts(args)), tmp / "prompts" / "prompts.parquet")
         teacher = VLLMTeacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
                               engine=engine_kwargs(args))
-        sampling = Sampling(n=1, temperature=args.temperature, top_p=1.0, max_tokens=args.max_tokens)
+        sampling = Sampling(n=1, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
         os.environ.setdefault("DISTILL_PROGRESS", "0")
         st = generate_stage(tmp / "prompts", tmp / "gen", teacher, sampling, args.seed)
         lengths = [n for f in sorted((tmp / "gen").glob("*.parquet"))
@@ -115,12 +116,13 @@ def pipeline(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--max-num-seqs", type=int, default=16, help="the engine's batch (vLLM max_num_seqs)")
+    ap.add_argument("--max-num-seqs", type=int, default=8, help="the engine's batch (vLLM max_num_seqs)")
     ap.add_argument("--batches", type=int, default=8, help="engine batches' worth of requests")
-    ap.add_argument("--long-every", type=int, default=12, help="one prompt in this many asks for a long text")
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--long-every", type=int, default=8, help="one prompt in this many asks for a long text")
+    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--max-model-len", type=int, default=512)
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1))
     ap.add_argument("--batch-size", type=int, help="prompts per shard, and per call of the old batch-by-batch "
@@ -136,7 +138,7 @@ def main() -> None:
         return
     n = args.batches * args.max_num_seqs
     print(f"model {args.model}, {n} prompts ({args.batches} batches of max_num_seqs {args.max_num_seqs}; 1 in "
-          f"{args.long_every} asks for a long text), temperature {args.temperature}, max_tokens {args.max_tokens}, "
+          f"{args.long_every} asks for a long text), temperature {args.temperature}, top_p {args.top_p}, max_tokens {args.max_tokens}, "
           f"shards of {args.batch_size}", flush=True)
     raw_tps, pipe_tps, ratios = [], [], []
     for i in range(args.repeats):  # interleaved: machine noise hits both alike
