@@ -44,16 +44,21 @@ class EngineLoop:
     `make_params(base, n, first_index, record_no)` builds a request's SamplingParams (seeding is the caller's
     policy). `step_hook(steps)`, when given, is called before every engine step: tests inject faults through it."""
 
-    def __init__(self, llm, teacher: str, make_params: Callable, step_hook: Callable[[int], None] | None = None):
-        self.llm, self.teacher, self.make_params, self.step_hook = llm, teacher, make_params, step_hook
-        self.engine = llm.llm_engine
+    def __init__(self, make_llm: Callable, teacher: str, make_params: Callable,
+                 step_hook: Callable[[int], None] | None = None):
+        """`make_llm()` builds the vllm.LLM: it runs on the loop's own thread, because the CPU build binds the
+        OpenMP threads of the thread that starts the engine, and a forward pass from any other thread runs unbound."""
+        self.teacher, self.make_params, self.step_hook = teacher, make_params, step_hook
         self.inbox: queue.Queue = queue.Queue()
         self.requests: dict[str, tuple[ShardJob, int, int, float, Any]] = {}  # external id -> request
         self.jobs: set[ShardJob] = set()  # shards in the engine
         self.judges = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="judge")
         self.steps = 0
-        self.thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self.up: cf.Future = cf.Future()
+        self.thread = threading.Thread(target=self._run, args=(make_llm,), name="engine-loop", daemon=True)
         self.thread.start()
+        self.llm = self.up.result()  # an engine that fails to start raises here, in the actor's constructor
+        self.engine = self.llm.llm_engine
 
     def submit(self, shard_id: int, records: list[dict], params: dict, texts: list[str]) -> cf.Future:
         job = ShardJob(shard_id, records, params, texts)
@@ -62,7 +67,14 @@ class EngineLoop:
 
     # ----------------------------------------------------------------------------------------- engine thread
 
-    def _run(self) -> None:
+    def _run(self, make_llm: Callable) -> None:
+        try:
+            self.llm = make_llm()
+            self.engine = self.llm.llm_engine
+        except BaseException as e:  # noqa: BLE001 - reported to the constructor waiting on it
+            self.up.set_exception(e)
+            return
+        self.up.set_result(self.llm)
         try:
             while True:
                 busy = self.engine.has_unfinished_requests()

@@ -79,12 +79,13 @@ class EngineWorker:
         from vllm import LLM
 
         # Per-request seeds crash the CPU build ("CPU Generator does not use offset"): seed the engine there.
-        self.llm = LLM(model=model, seed=seed, **engine)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.system_prompt = system_prompt
         self.seed = seed
         self.per_request_seed = not on_cpu
-        self.loop = EngineLoop(self.llm, teacher_id or model, self._params, step_hook)
+        self.loop = EngineLoop(lambda: LLM(model=model, seed=seed, **engine), teacher_id or model, self._params,
+                               step_hook)
+        self.llm = self.loop.llm
+        self.tokenizer = self.llm.get_tokenizer()
+        self.system_prompt = system_prompt
         self.start_seconds = time.time() - t0
 
     def info(self) -> dict:
