@@ -65,6 +65,15 @@ class VLLMTeacher(_TeacherCommon):
     replicas: int = Field(1, ge=1, description="data-parallel engine copies (Ray actors)")
     num_gpus: float = Field(0, ge=0, description="GPUs per replica; 0 runs the CPU build")
     num_cpus: float = Field(1, gt=0, description="CPUs reserved per replica")
+    # The driver never waits on an engine without a deadline: a shard still unfinished this long after its
+    # worker's engine took it, or an engine not up this long after its worker started, gets the worker killed
+    # and its shards retried (`max_shard_attempts`). Generous by default: a shard of R1-length traces shares its
+    # engine with the other shards in flight and can take an hour on a large teacher; loading a 671B teacher
+    # takes tens of minutes.
+    shard_timeout_s: float = Field(7200, gt=0, description="seconds a shard may take in its engine before the "
+                                                          "engine worker is killed and the shard retried")
+    engine_start_timeout_s: float = Field(3600, gt=0, description="seconds an engine may take to start before "
+                                                                 "its worker is killed (and replaced)")
 
 
 class OpenAITeacher(_TeacherCommon):
@@ -102,7 +111,11 @@ Teacher = Annotated[Union[Annotated[VLLMTeacher, Tag("vllm")], Annotated[OpenAIT
 # The CPU build has no per-request seeds, so there batching changes which random numbers a trace draws: a sample
 # of the same distribution, not a different trace content.)
 THROUGHPUT_FIELDS = frozenset({"batch_size", "shard_size", "max_shard_attempts", "replicas", "num_cpus", "concurrency",
-                               "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "api_key_env"})
+                               "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "api_key_env",
+                               "shard_timeout_s", "engine_start_timeout_s"})
+# Throughput fields added after shard keys were first written: left out of fingerprints altogether (not even at
+# their defaults, as the older knobs are), so adding them kept every existing run's keys.
+UNFINGERPRINTED_FIELDS = frozenset({"shard_timeout_s", "engine_start_timeout_s"})
 # vLLM engine settings that change speed, memory or parallelism but not the tokens sampled. Any other key (dtype,
 # max_model_len, quantization, tokenizer, ...) is taken to change outputs: a key missing here costs a re-run, never a
 # wrong reuse.
@@ -144,7 +157,8 @@ def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
     every throughput knob (`THROUGHPUT_FIELDS`, `THROUGHPUT_ENGINE_KEYS`) held at its default, so changing one
     keeps committed work, and runs made with default knobs keep their fingerprints."""
     fields = {name: (None if f.is_required() else f.get_default(call_default_factory=True))
-              for cls in TEACHERS.values() for name, f in cls.model_fields.items()}
+              for cls in TEACHERS.values() for name, f in cls.model_fields.items()
+              if name not in UNFINGERPRINTED_FIELDS}
     content = {k: v for k, v in teacher.model_dump().items() if k not in THROUGHPUT_FIELDS}
     if isinstance(teacher, VLLMTeacher):
         content["engine"] = engine_content(teacher.engine)

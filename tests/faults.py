@@ -55,3 +55,19 @@ class StopAfterShards:
         self.infos.append(info)
         if len(self.seen) >= self.n:
             raise DriverStops(f"stopped after {self.n} shards")
+
+
+class StallOnce:
+    """An engine step hook (`VLLMBackend(step_hook=...)`): the first engine to reach step `step` stalls there for
+    an hour (its worker stays alive and answers, its shards never finish), as a wedged engine does. `marker`
+    records the stall (with the worker's pid), so the replacement engine runs normally."""
+
+    def __init__(self, marker: Path, step: int = 2):
+        self.marker, self.step = Path(marker), step
+
+    def __call__(self, steps: int) -> None:
+        import time
+
+        if steps == self.step and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            time.sleep(3600)

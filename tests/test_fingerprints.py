@@ -48,7 +48,8 @@ def prompts_file(tmp_path):
 
 KNOBS = {
     "vllm": [("teacher.batch_size", 256), ("teacher.shard_size", 7), ("teacher.replicas", 8), ("teacher.num_cpus", 16),
-             ("teacher.max_shard_attempts", 9), ("teacher.num_gpus", 4),
+             ("teacher.max_shard_attempts", 9), ("teacher.num_gpus", 4), ("teacher.shard_timeout_s", 60),
+             ("teacher.engine_start_timeout_s", 60),
              ("teacher.engine", {"tensor_parallel_size": 4, "dtype": "bfloat16", "gpu_memory_utilization": 0.95,
                                  "max_num_seqs": 512, "enable_prefix_caching": True}),
              ("eval.replicas", 4), ("eval.num_cpus", 8), ("eval.num_gpus", 2),
@@ -63,6 +64,13 @@ KNOBS = {
 def test_a_throughput_knob_keeps_shards_and_stages(prompts_file, backend, knob, value):
     teacher = VLLM if backend == "vllm" else API
     assert _keys(_spec(teacher, **{knob: value}), prompts_file) == _keys(_spec(teacher), prompts_file)
+
+
+def test_a_knob_added_later_leaves_existing_keys_alone():
+    from distill.spec import UNFINGERPRINTED_FIELDS, teacher_fingerprint
+
+    for teacher in (VLLM, API):
+        assert not UNFINGERPRINTED_FIELDS & set(teacher_fingerprint(_spec(teacher).teacher))
 
 
 CONTENT = [("teacher.model", "other"), ("teacher.system_prompt", "Think."), ("seed", 1),

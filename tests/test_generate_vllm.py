@@ -1,6 +1,7 @@
 """The generate stage on the real vLLM CPU engine inside a real local Ray (tiny random Llama: fast, output is
-noise): n samples per prompt, a worker killed mid-run, a driver killed mid-run and resumed. Every
-(problem_id, sample_index) must appear exactly once."""
+noise; SmolLM2-135M where the driver is killed): n samples per prompt, a worker killed mid-run, an engine that
+stalls past the shard timeout, a driver killed with shards in flight and resumed. Every (problem_id,
+sample_index) must appear exactly once."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distill.pipeline.generate import generate_stage, generate_table
+from distill.pipeline.generate import generate_stage, generate_table, run_shards
 from distill.spec import Sampling, VLLMTeacher
+from distill.teachers.vllm import VLLMBackend
 from tests.conftest import REPO
+from tests.faults import StallOnce
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +32,8 @@ def _rows(out):
 
 def test_killed_worker_is_replaced_and_every_sample_appears_once(tiny_llama, ray_local, tmp_path):
     prompts = pa.Table.from_pylist([{"problem_id": f"p{i}", "prompt": f"What is {i} + {i}?"} for i in range(6)])
-    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2,
-                      engine=ENGINE)
+    # One sequence at a time: the shards after the first are still running when it is committed (and killed).
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine={**ENGINE, "max_num_seqs": 1})
     out = tmp_path / "generate"
     seen = []
 
@@ -61,12 +64,13 @@ from distill.spec import Sampling, VLLMTeacher
 prompts, out, shards, model, held = map(Path, sys.argv[1:6])
 
 def hold(info):
-    # After the first committed shard: say so, then wait to be killed, so the kill lands mid-run for sure.
-    held.write_text(str(info["shard"]))
+    # After the first committed shard: say how many shards its engine was running, then wait to be killed, so
+    # the kill lands mid-run, with the other shards in flight, for sure.
+    held.write_text(str(info["shards_in_engine"]))
     threading.Event().wait()
 
 teacher = VLLMTeacher(model=str(model), num_cpus=2, batch_size=2, engine={engine!r})
-generate_stage(prompts, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards,
+generate_stage(prompts, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=16), 0, shard_dir=shards,
                on_shard=hold)
 """
 
@@ -82,7 +86,8 @@ def _kill_group(pgid: int, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_local, tmp_path):
+def test_killed_driver_resumes_with_only_the_missing_shards(ray_local, tmp_path):
+    model = "smollm2-135m"
     ids = [f"q{i}" for i in range(10)]
     pdir = tmp_path / "prompts"
     pdir.mkdir()
@@ -95,14 +100,14 @@ def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_loca
     script.write_text(DRIVER.format(engine=ENGINE))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DISTILL_PROGRESS": "0"}
     held = tmp_path / "held"
-    proc = subprocess.Popen([sys.executable, str(script), str(pdir), str(first_out), str(shards), str(tiny_llama),
-                             str(held)], cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, str(script), str(pdir), str(first_out), str(shards), model, str(held)], cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
         while not held.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)  # polling for the driver's own signal: it is holding after a committed shard
         assert held.exists(), "the first driver committed no shard"
+        assert int(held.read_text()) >= 2  # the engine ran other shards beside the one committed
         os.kill(proc.pid, signal.SIGKILL)  # the driver dies mid-run
         proc.wait(30)
     finally:
@@ -113,8 +118,8 @@ def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_loca
 
     out = tmp_path / "second"
     out.mkdir()
-    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2, engine=ENGINE)
-    stats = generate_stage(pdir, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=8), 0, shard_dir=shards)
+    teacher = VLLMTeacher(model=model, num_cpus=2, batch_size=2, engine=ENGINE)
+    stats = generate_stage(pdir, out, teacher, Sampling(n=2, temperature=1.0, max_tokens=16), 0, shard_dir=shards)
     assert stats["shards"] == 5 and stats["shards_resumed"] == len(committed)
     assert stats["shards_generated"] == 5 - len(committed)
     rows = _rows(out)
@@ -122,6 +127,24 @@ def test_killed_driver_resumes_with_only_the_missing_shards(tiny_llama, ray_loca
     assert stats["traces"] == 20 and stats["completion_tokens"] == sum(r["completion_tokens"] for r in rows)
     led = stats["ledger"]
     assert led["tokens_out"] == stats["completion_tokens"] and led["accelerator_seconds"] == 0  # CPU: no GPUs
+
+
+def test_a_stalled_engine_is_killed_and_its_shards_retried(tiny_llama, ray_local, tmp_path):
+    """The first engine wedges at its third step; shard_timeout_s later its worker is killed, a fresh one runs
+    the shards again, and nothing is lost or doubled."""
+    prompts = pa.Table.from_pylist([{"problem_id": f"s{i}", "prompt": f"Count to {i}."} for i in range(4)])
+    marker = tmp_path / "stalled"
+    teacher = VLLMTeacher(model=str(tiny_llama), num_cpus=2, batch_size=2, shard_timeout_s=8, engine=ENGINE)
+    backend = VLLMBackend(teacher, seed=0, step_hook=StallOnce(marker, step=2))
+    t0 = time.time()
+    res = run_shards(prompts, tmp_path / "shards", backend, Sampling(n=2, temperature=1.0, max_tokens=8).model_dump(),
+                     shard_size=2, max_attempts=2)
+    assert marker.exists() and backend.timeouts == 1 and res["worker_restarts"] == 1
+    assert res["shards_generated"] == 2 and time.time() - t0 < 180  # retried, not waited out (the stall: 1 h)
+    rows = _rows(tmp_path / "shards")
+    assert sorted((r["problem_id"], r["sample_index"]) for r in rows) == [
+        (f"s{i}", s) for i in range(4) for s in range(2)]
+    assert all(r["error"] is None and r["completion_tokens"] >= 1 for r in rows)
 
 
 def test_adaptive_rounds_in_the_engine_actor(tiny_llama, ray_local, tmp_path):

@@ -3,13 +3,17 @@
 Prompts are read from Parquet a shard at a time (`teacher.shard_size` problems, default `batch_size`) and handed
 to a backend; each finished shard is written atomically (temporary file, then rename) as `shard-NNNNNN.parquet`.
 A shard file exists only when all its traces are in it, so a re-run after a killed driver generates only the
-missing shards, and every (problem_id, sample_index) appears exactly once. At most two shards per worker are in
-flight and finished shards go straight to disk: memory is bounded by the shard size, not the prompt count.
+missing shards, and every (problem_id, sample_index) appears exactly once. A bounded number of shards is in flight
+(`backend.capacity()`) and finished shards go straight to disk: memory is bounded by the shard size, not the
+prompt count.
 
 Backends:
   vllm    vLLM's offline engine in Ray actors, one per replica (data parallel; `distill.teachers.vllm`). `tensor_parallel_size` and
           `pipeline_parallel_size` in `teacher.engine` become a Ray placement group per replica (`placement`).
-          A worker that dies is replaced and its shards are re-run (`teacher.max_shard_attempts` tries each).
+          Continuous generation: each engine holds several shards at once and takes new requests as slots free
+          (`distill.teachers.engine_loop`); a shard is committed when its last request finishes.
+          A worker that dies, or whose shard runs past `teacher.shard_timeout_s`, is replaced and its shards are
+          re-run (`teacher.max_shard_attempts` tries each).
   openai  any OpenAI-compatible endpoint (`distill.teachers.openai`): async, bounded concurrency, retries.
 
 Rows, one per (problem_id, sample_index): the prompt columns, sample_index, response, reasoning, answer,
@@ -19,7 +23,8 @@ sampling's verdict, else null). `response` always holds the whole trace with the
 `<think>...</think>` when the endpoint returned it separately.
 
 Adaptive sampling (`sampling.until_verified`): each problem is sampled in rounds, its traces judged with
-`distill.verify.judge` as they arrive, until it has `until_verified` correct traces or `max_samples` samples.
+`distill.verify.judge` as they arrive, until it has `until_verified` correct traces or `max_samples` samples; on
+the vLLM backend a problem's next round enters the engine as soon as its own samples are judged.
 
 Throughput knobs never discard work: the shard key (`shard_key`) covers what decides a trace's content (prompts,
 model, system prompt, sampling, seed, output-changing engine settings, CPU or GPU), not batch or shard sizes,
@@ -152,6 +157,7 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
     retry: list[tuple[int, list[dict]]] = []
     started = False
     written = 0
+    t_done = None  # when the last shard was committed (the backend's shutdown is not generation time)
 
     def progress_file() -> None:
         state = {"stage": bar.stage, "shards_total": n_shards, "shards_done": len(done_before) + written,
@@ -204,13 +210,14 @@ def run_shards(prompts: pa.Table | Path, shard_dir: Path, backend, params: dict,
                 if on_shard is not None:
                     on_shard({"shard": sid, "rows": table.num_rows, **{k: v for k, v in result.items()
                                                                        if k != "rows"}})
+        t_done = time.time()
     finally:
         bar.close()
         if started:
             backend.close()
     return {"shards": n_shards, "shards_resumed": len(done_before & set(range(n_shards))),
             "shards_generated": written, "engine_start_seconds": round(getattr(backend, "start_seconds", 0.0), 2),
-            "generation_seconds": round(time.time() - t_start, 2) if written else 0.0,
+            "generation_seconds": round((t_done or time.time()) - t_start, 2) if written else 0.0,
             "worker_restarts": getattr(backend, "restarts", 0), "prior_wall_seconds": prior_wall, "tally": tally}
 
 

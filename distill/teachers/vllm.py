@@ -1,20 +1,25 @@
-"""The vLLM teacher: vLLM's offline engine in Ray actors, one per replica (data parallel).
+"""The vLLM teacher: vLLM's offline engine in Ray actors, one per replica (data parallel), each kept fed across
+shard boundaries by an `EngineLoop` (continuous generation: several shards in flight per actor).
 
 `tensor_parallel_size` and `pipeline_parallel_size` in `teacher.engine` become a Ray placement group per replica
-(`placement`). A worker that dies is replaced and its shards are re-run (`teacher.max_shard_attempts` tries each).
+(`placement`). A worker that dies, or is killed because a shard ran past `teacher.shard_timeout_s`, is replaced
+and its shards are re-run (`teacher.max_shard_attempts` tries each).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import sys
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from distill import cluster
 from distill.models import context_length, resolve_model
 from distill.spec import VLLMTeacher
-from distill.teachers.base import Adaptive, engine_params, trace_row
+from distill.teachers.base import engine_params
+from distill.teachers.engine_loop import EngineLoop
 
 # On the CPU build vLLM sizes its KV cache as a fraction of host RAM (`gpu_memory_utilization`, default 0.9:
 # fails whenever anything else holds memory, and at 0.3 several engines on one machine OOM it). A fixed 1 GiB
@@ -58,11 +63,13 @@ def placement(teacher: VLLMTeacher) -> dict:
 
 
 class EngineWorker:
-    """A Ray actor holding one vLLM engine. Turns a shard of prompt records into trace rows."""
+    """A Ray actor holding one vLLM engine, kept fed by an `EngineLoop`: several shards run in it at once (a
+    threaded actor: each `generate_shard` call waits in its own thread while the loop thread steps the engine)."""
 
     def __init__(self, model: str, engine: dict[str, Any], seed: int, system_prompt: str | None, on_cpu: bool,
-                 teacher_id: str | None = None):
-        """`engine`: the resolved keyword arguments for vllm.LLM (`VLLMBackend.engine_kwargs`)."""
+                 teacher_id: str | None = None, step_hook: Callable[[int], None] | None = None):
+        """`engine`: the resolved keyword arguments for vllm.LLM (`VLLMBackend.engine_kwargs`); `step_hook`: see
+        `EngineLoop` (tests inject faults through it)."""
         t0 = time.time()
         if on_cpu:
             # In-process engine: a separate engine-core process busy-polls a whole core, which on a small CPU
@@ -72,16 +79,18 @@ class EngineWorker:
         from vllm import LLM
 
         # Per-request seeds crash the CPU build ("CPU Generator does not use offset"): seed the engine there.
-        self.llm = LLM(model=model, seed=seed, **engine)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.system_prompt = system_prompt
-        self.model = teacher_id or model
         self.seed = seed
         self.per_request_seed = not on_cpu
+        self.loop = EngineLoop(lambda: LLM(model=model, seed=seed, **engine), teacher_id or model, self._params,
+                               step_hook)
+        self.llm = self.loop.llm
+        self.tokenizer = self.llm.get_tokenizer()
+        self.system_prompt = system_prompt
         self.start_seconds = time.time() - t0
 
     def info(self) -> dict:
-        return {"pid": os.getpid(), "start_seconds": self.start_seconds}
+        return {"pid": os.getpid(), "start_seconds": self.start_seconds,
+                "max_num_seqs": self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs}
 
     def chat(self, prompt: str) -> str:
         messages = [{"role": "user", "content": prompt}]
@@ -98,52 +107,37 @@ class EngineWorker:
             kw["seed"] = (self.seed * 1_000_003 + record_no * 1009 + first_index) % (2**31)
         return SamplingParams(n=n, **kw)
 
-    def generate_shard(self, shard_id: int, records: list[dict], params: dict, batch_size: int) -> dict:
-        t_start = time.time()
-        ad = Adaptive(params)
-        rows: list[dict] = []
-        samples = 0
-        for lo in range(0, len(records), batch_size):
-            chunk = records[lo:lo + batch_size]
-            texts = [self.chat(r["prompt"]) for r in chunk]
-            spent = [0] * len(chunk)
-            verified = [0] * len(chunk)
-            want = [ad.first_round(r) for r in chunk]
-            while any(want):
-                idx = [i for i, w in enumerate(want) if w > 0]
-                sp = [self._params(params, want[i], spent[i], lo + i) for i in idx]
-                t0 = time.time()
-                outs = self.llm.generate([texts[i] for i in idx], sp, use_tqdm=False)
-                latency = time.time() - t0
-                for pos, (i, out) in enumerate(zip(idx, outs)):
-                    for j, c in enumerate(out.outputs):
-                        ok = ad.judge(c.text, chunk[i], c.finish_reason)
-                        verified[i] += bool(ok)
-                        rows.append(trace_row(
-                            chunk[i], spent[i] + j, c.text, finish_reason=c.finish_reason,
-                            prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=len(c.token_ids),
-                            latency_s=latency, teacher=self.model, backend="vllm", params=params,
-                            seed=sp[pos].seed, verified=ok))
-                    spent[i] += len(out.outputs)
-                    samples += len(out.outputs)
-                want = [ad.next_round(r, spent[i], verified[i]) if want[i] else 0 for i, r in enumerate(chunk)]
-        return {"shard": shard_id, "rows": rows, "pid": os.getpid(), "seconds": time.time() - t_start}
+    def generate_shard(self, shard_id: int, records: list[dict], params: dict) -> dict:
+        """The shard's rows, once its last request has finished (other shards keep the engine busy meanwhile)."""
+        texts = [self.chat(r["prompt"]) for r in records]
+        return self.loop.submit(shard_id, records, params, texts).result()
 
 
 class VLLMBackend:
-    """`teacher.replicas` EngineWorker actors; a dead worker is replaced and its shards handed out again."""
+    """`teacher.replicas` EngineWorker actors, each with several shards in flight; a dead worker is replaced and
+    its shards handed out again. A watchdog kills a worker whose shard runs past `teacher.shard_timeout_s` (or
+    whose engine does not start within `teacher.engine_start_timeout_s`): its shards then fail like those of a
+    dead worker and are retried."""
 
     name = "vllm"
 
-    def __init__(self, teacher: VLLMTeacher, seed: int, teacher_id: str | None = None):
+    def __init__(self, teacher: VLLMTeacher, seed: int, teacher_id: str | None = None,
+                 step_hook: Callable[[int], None] | None = None):
         self.model, self.teacher, self.seed = resolve_model(teacher.model), teacher, seed
         self.teacher_id = teacher_id or self.model  # what the trace rows name as their teacher
+        self.step_hook = step_hook
         self.plan = placement(teacher)
         self.actors: list[Any] = []
         self.pgs: list[Any] = []
         self.load: dict[int, int] = {}  # actor slot -> shards in flight
+        self.ready: dict[int, list] = {}  # actor slot -> [created at, ready at or None, info future]
+        self.inflight: set[cf.Future] = set()
+        self.lock = threading.Lock()
+        self.per_actor = 2
         self.restarts = 0
+        self.timeouts = 0
         self.start_seconds = 0.0
+        self.closed = threading.Event()
 
     def _new_actor(self):
         import ray
@@ -159,9 +153,17 @@ class VLLMBackend:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 pg, placement_group_capture_child_tasks=True,
                 placement_group_bundle_index=opts.pop("placement_group_bundle_index"))
-        cls = ray.remote(EngineWorker).options(max_restarts=0, max_concurrency=1, **opts)
+        # One thread per shard in flight, two more so `info` is answered while all of them wait.
+        cls = ray.remote(EngineWorker).options(max_restarts=0, max_concurrency=MAX_SHARDS_PER_WORKER + 2, **opts)
         return cls.remote(self.model, self.engine_kwargs(), self.seed, self.teacher.system_prompt, self.on_cpu(),
-                          self.teacher_id)
+                          self.teacher_id, self.step_hook)
+
+    def _watch(self, slot: int) -> None:
+        """Start the clock on a (new) actor in `slot`: its engine must be up within engine_start_timeout_s."""
+        fut = self.actors[slot].info.remote().future()
+        entry = [time.time(), None, fut]
+        fut.add_done_callback(lambda f: entry.__setitem__(1, time.time()))
+        self.ready[slot] = entry
 
     def on_cpu(self) -> bool:
         return self.teacher.num_gpus == 0  # no GPU asked for: the actor runs vLLM's CPU build
@@ -178,25 +180,64 @@ class VLLMBackend:
         t0 = time.time()
         self.actors = [self._new_actor() for _ in range(self.teacher.replicas)]
         self.load = {i: 0 for i in range(len(self.actors))}
-        ray.get([a.info.remote() for a in self.actors])  # engines up: generation time starts now
+        for slot in range(len(self.actors)):
+            self._watch(slot)
+        try:  # engines up: generation time starts now
+            infos = ray.get([a.info.remote() for a in self.actors], timeout=self.teacher.engine_start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise TimeoutError(f"teacher: the vLLM engine did not start within teacher.engine_start_timeout_s "
+                               f"({self.teacher.engine_start_timeout_s:g} s)") from None
+        self.per_actor = shards_per_worker(infos[0]["max_num_seqs"], self.teacher.shard_size or self.teacher.batch_size)
         self.start_seconds = time.time() - t0
+        threading.Thread(target=self._watchdog, name="shard-watchdog", daemon=True).start()
 
     def capacity(self) -> int:
-        return 2 * len(self.actors)  # two shards per worker: the next one is queued while one runs
+        return self.per_actor * len(self.actors)
 
     def submit(self, shard_id: int, records: list[dict], params: dict) -> cf.Future:
         slot = min(self.load, key=self.load.get)
         self.load[slot] += 1
-        fut = self.actors[slot].generate_shard.remote(
-            shard_id, records, params, self.teacher.batch_size).future()
-        fut.slot, fut.actor = slot, self.actors[slot]
+        fut = self.actors[slot].generate_shard.remote(shard_id, records, params).future()
+        fut.slot, fut.actor, fut.shard, fut.submitted = slot, self.actors[slot], shard_id, time.time()
+        with self.lock:
+            self.inflight.add(fut)
         return fut
 
     def done(self, fut: cf.Future) -> None:
         self.load[fut.slot] = max(0, self.load[fut.slot] - 1)
+        with self.lock:
+            self.inflight.discard(fut)
+
+    def _watchdog(self) -> None:
+        """Kill the worker of any shard past its deadline (the clock starts when the shard was handed over or its
+        worker's engine was up, whichever is later), and any worker whose engine does not come up in time."""
+        import ray
+
+        limit, start_limit = self.teacher.shard_timeout_s, self.teacher.engine_start_timeout_s
+        killed: set[int] = set()  # id() of the workers killed already (their shards fail and are retried)
+        while not self.closed.wait(min(1.0, limit / 10)):
+            now = time.time()
+            with self.lock:
+                late = [(f.actor, f"shard {f.shard} ran past teacher.shard_timeout_s ({limit:g} s)")
+                        for f in self.inflight if not f.done()
+                        and (up := self.ready.get(f.slot, [0, None])[1]) and now - max(f.submitted, up) > limit]
+                late += [(self.actors[s], f"an engine did not start within teacher.engine_start_timeout_s "
+                                          f"({start_limit:g} s)") for s, (created, up, _) in self.ready.items()
+                         if up is None and now - created > start_limit]
+            for actor, why in late:
+                if id(actor) in killed:
+                    continue
+                killed.add(id(actor))
+                print(f"[generate] {why}: killing its engine worker", file=sys.stderr, flush=True)
+                self.timeouts += 1
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
 
     def recover(self, fut: cf.Future, exc: BaseException) -> bool:
-        """A shard failed. If its worker died, replace the worker (once) and let the shard be re-run."""
+        """A shard failed. If its worker died (or was killed for a timeout), replace the worker (once) and let
+        the shard be re-run."""
         import ray
 
         if not isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError,
@@ -208,13 +249,17 @@ class VLLMBackend:
             except Exception:  # noqa: BLE001 - already gone
                 pass
             _wait_dead(fut.actor)
-            self.actors[fut.slot] = self._new_actor()
+            fresh = self._new_actor()
+            with self.lock:
+                self.actors[fut.slot] = fresh
+                self._watch(fut.slot)
             self.restarts += 1
         return True
 
     def close(self) -> None:
         import ray
 
+        self.closed.set()
         for a in self.actors:
             try:
                 ray.kill(a)
@@ -228,6 +273,19 @@ class VLLMBackend:
 
     def accelerators(self) -> float:
         return self.plan["accelerators"] * self.teacher.replicas
+
+
+# Shards in flight per worker: enough queued requests that the engine never drains while shards wait on their
+# longest traces. A shard stays open until its tail finishes, and with heavy-tailed lengths (R1: median ~4k
+# tokens, tail 32k) a tail outlasts ~TAIL_BATCHES engine batches of median requests, all of which must be queued
+# meanwhile: TAIL_BATCHES x `max_num_seqs` prompts. At least 2, at most MAX_SHARDS_PER_WORKER (each in-flight
+# shard is a waiting thread in the actor, and is generated again if its worker dies).
+TAIL_BATCHES = 8
+MAX_SHARDS_PER_WORKER = 64
+
+
+def shards_per_worker(max_num_seqs: int, shard_size: int) -> int:
+    return max(2, min(MAX_SHARDS_PER_WORKER, 1 + -(-TAIL_BATCHES * int(max_num_seqs) // max(1, shard_size))))
 
 
 def _wait_dead(actor, timeout: float = 30.0) -> None:
