@@ -31,6 +31,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from process_tree import tree  # bench/ is the script's own folder, first on sys.path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -152,11 +154,7 @@ class TreeRSS:
 
         while not self._stop.is_set():
             total = 0
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-            except psutil.Error:
-                procs = [self.proc]
-            for p in procs:
+            for p in tree(self.proc):
                 try:
                     rss = p.memory_info().rss
                 except psutil.Error:

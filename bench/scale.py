@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from process_tree import tree  # bench/ is the script's own folder, first on sys.path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,11 +68,7 @@ class TreeMemory:
 
         while not self._stop.is_set():
             rss = pss = anon = 0
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-            except psutil.Error:
-                procs = [self.proc]
-            for p in procs:
+            for p in tree(self.proc):
                 try:
                     mem = p.memory_full_info()
                 except psutil.Error:
