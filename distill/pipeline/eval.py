@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import schemas
-from distill.pipeline.generate import SHARD_GLOB, run_shards
+from distill.shards import SHARD_GLOB, run_shards
 from distill.sources import source_rows
 from distill.spec import DEFAULT_TEMPLATE, Benchmark, Eval, Filter, Sampling, Source, VLLMTeacher
 from distill.stats import format_failure_rate, paired_difference, pass_at_1
