@@ -43,6 +43,13 @@ def _existing(path: str, info: ValidationInfo) -> str:
     return str(p.resolve())
 
 
+class ChatTurn(Strict):
+    """One worked example shown to the teacher before the problem: a user turn and the answer it should imitate."""
+
+    user: str = Field(description="the example problem, worded as the run's prompts are")
+    assistant: str = Field(description="the answer in the style wanted (steps, then \\boxed{...})")
+
+
 class _TeacherCommon(Strict):
     """What every teacher backend has. Each backend adds only its own fields (one config class per backend, as
     `ray.data.llm` has one per engine), chosen by `backend`."""
@@ -50,6 +57,11 @@ class _TeacherCommon(Strict):
     model: str = Field(description="HF hub id, local directory, or the built-in alias 'smollm2-135m'; for the "
                                    "'openai' backend the model name the endpoint serves")
     system_prompt: str | None = None
+    # Few-shot: small instruct models follow demonstrations far better than instructions (SmolLM2-135M with
+    # three example turns answers in the shown format on every problem; with the same text as a system prompt
+    # it rambles). The student never sees them: its SFT example is the plain prompt and the verified trace.
+    examples: list[ChatTurn] = Field(default_factory=list, description="worked examples shown to the teacher "
+                                                                      "as earlier chat turns (few-shot)")
     batch_size: int = Field(64, ge=1, description="prompts handed to one engine call")
     # Sharding: prompts are processed in shards of this many problems; each shard's traces are committed
     # atomically, and a re-run after a crash only generates the shards that are missing. Unset: batch_size.
@@ -165,7 +177,10 @@ def teacher_fingerprint(teacher: VLLMTeacher | OpenAITeacher) -> dict:
         # The device kind (CPU build or GPUs: other defaults, e.g. float32 on CPU), not the count; 0 and 1 as
         # they were written, so GPU runs made with num_gpus 1 keep their fingerprints.
         content["num_gpus"] = teacher.num_gpus if teacher.num_gpus in (0, 1) else 1.0
-    return {**fields, **content}
+    merged = {**fields, **content}
+    if not merged["examples"]:
+        del merged["examples"]  # a run without few-shot turns keeps the fingerprint it had before they existed
+    return merged
 
 
 class Source(Strict):

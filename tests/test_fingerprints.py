@@ -74,6 +74,7 @@ def test_a_knob_added_later_leaves_existing_keys_alone():
 
 
 CONTENT = [("teacher.model", "other"), ("teacher.system_prompt", "Think."), ("seed", 1),
+           ("teacher.examples", [{"user": "1 + 1?", "assistant": "1 + 1 = 2. The answer is \\boxed{2}."}]),
            ("sampling.temperature", 1.0), ("sampling.max_tokens", 4096), ("sampling.n", 4),
            ("teacher.engine", {"tensor_parallel_size": 2, "dtype": "float16"}),
            ("teacher.engine", {"tensor_parallel_size": 2, "dtype": "bfloat16", "max_model_len": 2048}),

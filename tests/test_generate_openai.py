@@ -274,3 +274,33 @@ def test_adaptive_sampling_spends_fewer_samples_for_the_same_verified_problems(t
     assert sorted((r["problem_id"], r["sample_index"]) for r in adaptive) == sorted(
         (f"p-{i}", s) for i, d in enumerate(DifficultyServer.DIFFICULTY)
         for s in range(d + 1 if d is not None else budget))
+
+
+class EchoServer(FaultServer):
+    """Records every request's messages and answers at once."""
+
+    async def handle(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        self.log.append(body["messages"])
+        return web.json_response({"choices": [{"message": {"content": "\\boxed{2}"}, "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 3, "completion_tokens": 2}})
+
+
+def test_system_prompt_and_few_shot_turns_precede_every_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_TEST_KEY", SECRET)
+    prompts = _prompts(tmp_path, ["p-1", "p-2"])
+    examples = [{"user": "1 + 1?", "assistant": "1 + 1 = 2\nThe answer is \\boxed{2}."},
+                {"user": "2 x 3?", "assistant": "2 x 3 = 6\nThe answer is \\boxed{6}."}]
+    with EchoServer() as srv:
+        teacher = OpenAITeacher(model="m", backend="openai", base_url=f"http://127.0.0.1:{srv.port}/v1",
+                                api_key_env="DISTILL_TEST_KEY", system_prompt="Be brief.", examples=examples)
+        out = tmp_path / "gen"
+        out.mkdir()
+        generate_stage(prompts, out, teacher, Sampling(n=1), 0)
+    preamble = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": "1 + 1 = 2\nThe answer is \\boxed{2}."},
+                {"role": "user", "content": "2 x 3?"}, {"role": "assistant", "content": "2 x 3 = 6\nThe answer is \\boxed{6}."}]
+    assert sorted(srv.log, key=str) == [preamble + [{"role": "user", "content": f"{p}|What is it?"}]
+                                        for p in ("p-1", "p-2")]

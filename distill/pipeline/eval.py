@@ -150,7 +150,7 @@ def evaluate_model(model: str, label: str, ev: Eval, placement: VLLMTeacher, see
     shards; the caller keys it by what decides the samples); unset, a scratch directory (nothing to resume).
     Removed once the scores are written."""
     judge = judge or Filter()
-    engine = placement.model_copy(update={"model": model, "system_prompt": None})
+    engine = placement.model_copy(update={"model": model, "system_prompt": None, "examples": []})
     scratch = shard_dir is None
     shard_dir = Path(tempfile.mkdtemp(prefix="distill-eval-")) if scratch else Path(shard_dir)
     # One shard set per distinct (k, max_tokens): a shard is generated with one set of sampling params.

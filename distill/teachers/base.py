@@ -8,7 +8,7 @@ import concurrent.futures as cf
 import re
 from typing import Protocol
 
-from distill.spec import Sampling
+from distill.spec import OpenAITeacher, Sampling, VLLMTeacher
 
 
 class TeacherBackend(Protocol):
@@ -33,6 +33,14 @@ class TeacherBackend(Protocol):
     def close(self) -> None: ...
 
     def accelerators(self) -> float: ...
+
+
+def chat_preamble(teacher: VLLMTeacher | OpenAITeacher) -> list[dict]:
+    """The messages every teacher request starts with: the system prompt, then the few-shot example turns."""
+    messages = [{"role": "system", "content": teacher.system_prompt}] if teacher.system_prompt else []
+    for turn in teacher.examples:
+        messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.assistant}]
+    return messages
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)

@@ -26,7 +26,7 @@ import threading
 import time
 
 from distill.spec import OpenAITeacher
-from distill.teachers.base import Adaptive, engine_params, trace_row
+from distill.teachers.base import Adaptive, chat_preamble, engine_params, trace_row
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -171,9 +171,7 @@ class OpenAIBackend:
         return rows
 
     def _body(self, record: dict, sample_index: int, params: dict) -> dict:
-        messages = [{"role": "user", "content": record["prompt"]}]
-        if self.teacher.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.teacher.system_prompt})
+        messages = [*chat_preamble(self.teacher), {"role": "user", "content": record["prompt"]}]
         body = {"model": self.teacher.model, "messages": messages, "n": 1, **engine_params(params)}
         if self.teacher.send_seed:
             body["seed"] = self.seed * 1_000_003 + sample_index

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from distill import cluster
 from distill.models import context_length, resolve_model
 from distill.spec import VLLMTeacher
-from distill.teachers.base import engine_params
+from distill.teachers.base import chat_preamble, engine_params
 from distill.teachers.engine_loop import EngineLoop
 
 # On the CPU build vLLM sizes its KV cache as a fraction of host RAM (`gpu_memory_utilization`, default 0.9:
@@ -66,10 +66,11 @@ class EngineWorker:
     """A Ray actor holding one vLLM engine, kept fed by an `EngineLoop`: several shards run in it at once (a
     threaded actor: each `generate_shard` call waits in its own thread while the loop thread steps the engine)."""
 
-    def __init__(self, model: str, engine: dict[str, Any], seed: int, system_prompt: str | None, on_cpu: bool,
+    def __init__(self, model: str, engine: dict[str, Any], seed: int, preamble: list[dict], on_cpu: bool,
                  teacher_id: str | None = None, step_hook: Callable[[int], None] | None = None):
         """`engine`: the resolved keyword arguments for vllm.LLM (`VLLMBackend.engine_kwargs`); `step_hook`: see
-        `EngineLoop` (tests inject faults through it)."""
+        `EngineLoop` (tests inject faults through it); `preamble`: the messages before each prompt
+        (`base.chat_preamble`)."""
         t0 = time.time()
         if on_cpu:
             # In-process engine: a separate engine-core process busy-polls a whole core, which on a small CPU
@@ -85,7 +86,7 @@ class EngineWorker:
                                step_hook)
         self.llm = self.loop.llm
         self.tokenizer = self.llm.get_tokenizer()
-        self.system_prompt = system_prompt
+        self.preamble = preamble
         self.start_seconds = time.time() - t0
 
     def info(self) -> dict:
@@ -93,9 +94,7 @@ class EngineWorker:
                 "max_num_seqs": self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs}
 
     def chat(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": prompt}]
-        if self.system_prompt:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        messages = [*self.preamble, {"role": "user", "content": prompt}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _params(self, base: dict, n: int, first_index: int, record_no: int):
@@ -155,7 +154,7 @@ class VLLMBackend:
                 placement_group_bundle_index=opts.pop("placement_group_bundle_index"))
         # One thread per shard in flight, two more so `info` is answered while all of them wait.
         cls = ray.remote(EngineWorker).options(max_restarts=0, max_concurrency=MAX_SHARDS_PER_WORKER + 2, **opts)
-        return cls.remote(self.model, self.engine_kwargs(), self.seed, self.teacher.system_prompt, self.on_cpu(),
+        return cls.remote(self.model, self.engine_kwargs(), self.seed, chat_preamble(self.teacher), self.on_cpu(),
                           self.teacher_id, self.step_hook)
 
     def _watch(self, slot: int) -> None:
