@@ -7,14 +7,15 @@ import os
 import subprocess
 import sys
 
-from distill.verify.distributed import local_cores, stage_workers
+from distill.spec import Filter
+from distill.cluster import local_cores
 from tests.conftest import REPO
 
 
 def test_workers_default_to_every_core_this_process_may_use():
     assert local_cores() == len(os.sched_getaffinity(0)) >= 1
-    assert stage_workers(None) == local_cores()
-    assert stage_workers(3) == 3
+    assert Filter().judge_workers() == local_cores()
+    assert Filter(workers=3).judge_workers() == 3
 
 
 def test_no_cluster_means_no_ray_started_and_no_spreading():

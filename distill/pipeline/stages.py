@@ -68,7 +68,7 @@ def _generate(run, item, out: Path):
 
 def _verify(run, item, out: Path):
     from distill.pipeline.verify import verify_stage
-    from distill.verify.distributed import spread_over_cluster, stage_workers
+    from distill.verify.distributed import spread_over_cluster
 
     # Decontamination checks the problems against the benchmark slices this spec evaluates on.
     s = run.spec

@@ -22,17 +22,11 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Iterator
 
-from distill.cluster import local_cores
 
 VERIFIER_RESOURCE = "distill.verifier"  # advertised by helm/distill's verifier group (values.yaml rayResources)
 # Each task takes a sliver of the resource (a node advertises 1): how many tasks share a node is set by its CPUs.
 RESOURCE_SHARE = 0.001
 IN_FLIGHT_PER_CPU = 2  # tasks submitted ahead per cluster CPU: each CPU has its next batch waiting
-
-
-def stage_workers(workers: int | None) -> int:
-    """The verify stage's processes on this machine: `filter.workers`, else all its cores."""
-    return workers or local_cores()
 
 
 def _cpu_nodes() -> list[dict]:
