@@ -13,7 +13,9 @@ from pathlib import Path
 PROMPTS = ["What is 2 + 3?", "What is 4 + 4?", "Name a prime number."]
 
 
-def load(model_dir: Path, gguf_dir: Path | None = None, gguf_file: str | None = None):
+def load(model_dir: Path, gguf_dir: Path | None = None, gguf_file: str | None = None, tokenizer: bool = True):
+    """(model, tokenizer or None). Each GGUF read parses the whole vocabulary in Python (~5 s for 49k tokens on 2
+    busy cores): a caller that does not use the tokenizer asks for none."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -24,7 +26,7 @@ def load(model_dir: Path, gguf_dir: Path | None = None, gguf_file: str | None = 
     # falls back to Qwen3Config's default head_dim 128; the file carries the right one (test_export_gguf checks).
     extra = {"head_dim": cfg["head_dim"]} if cfg["model_type"] == "qwen3" else {}
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32, **extra)
-    return model, AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    return model, AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file) if tokenizer else None
 
 
 def compare(model_dir, gguf_dir, name, prompts=PROMPTS, max_new_tokens=24, q8_0=True):
@@ -34,7 +36,7 @@ def compare(model_dir, gguf_dir, name, prompts=PROMPTS, max_new_tokens=24, q8_0=
 
     ref, tok = load(model_dir)
     f16, f16_tok = load(model_dir, gguf_dir, f"{name}-F16.gguf")
-    q8 = load(model_dir, gguf_dir, f"{name}-Q8_0.gguf")[0] if q8_0 else None
+    q8 = load(model_dir, gguf_dir, f"{name}-Q8_0.gguf", tokenizer=False)[0] if q8_0 else None
     identical, agree, total = True, 0, 0
     for prompt in prompts:
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -70,7 +72,7 @@ def teacher_forced_agreement(model_dir, gguf_dir, gguf_file: str, convs: list[li
     import torch
 
     ref, tok = load(model_dir)
-    other = load(model_dir, gguf_dir, gguf_file)[0]
+    other = load(model_dir, gguf_dir, gguf_file, tokenizer=False)[0]
     agree = total = 0
     for conv in convs:
         ids = tok(tok.apply_chat_template(conv, tokenize=False), add_special_tokens=False,

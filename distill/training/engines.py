@@ -84,14 +84,28 @@ class TokenEngine:
         return result
 
 
-def start_engine(model: str, engine: dict[str, Any], seed: int, num_cpus: float = 1, num_gpus: float = 0):
-    """A `TokenEngine` actor (the engine is up when this returns)."""
+def start_engines(models: list[tuple[str, dict[str, Any]]], seed: int, num_cpus: float = 1, num_gpus: float = 0):
+    """One `TokenEngine` actor per (model, engine settings); every engine is up when this returns. If one fails to
+    start, none is left running.
+
+    CPU engines start all at once: each start is its own process's imports, model load and warm-up, so they
+    overlap, and their KV cache is a fixed size. GPU engines start one after another, as vLLM sizes a GPU's KV
+    cache from the memory it sees free while it profiles, which another engine starting on the same GPU changes."""
     import ray
 
     from distill import cluster
 
     cluster.ensure_ray()
-    actor = ray.remote(TokenEngine).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
-                                            max_concurrency=1).remote(model, engine, seed)
-    ray.get(actor.info.remote())
-    return actor
+    actors: list = []
+    try:
+        for model, engine in models:
+            actors.append(ray.remote(TokenEngine).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0,
+                                                          max_concurrency=1).remote(model, engine, seed))
+            if num_gpus:
+                ray.get(actors[-1].info.remote())
+        ray.get([actor.info.remote() for actor in actors])
+    except BaseException:
+        for actor in actors:
+            ray.kill(actor)
+        raise
+    return actors

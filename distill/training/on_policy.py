@@ -32,7 +32,7 @@ from typing import Any
 from distill.models import resolve_model
 from distill.spec import Student
 from distill.teachers.vllm import engine_options
-from distill.training.engines import start_engine
+from distill.training.engines import start_engines
 
 # TRL's ServerDistillationConfig requires a teacher server URL, and ServerDistillationTrainer.__init__ connects to it.
 # The teacher here is an engine actor handed in after construction, so the URL names it and is never contacted.
@@ -209,8 +209,9 @@ def train_on_policy(prompts: list[str], out_dir: Path, student: Student, seed: i
     on_cpu = not torch.cuda.is_available()
     gpus = 0 if on_cpu else max(student.gpus_per_worker, 0.5)
     t0 = time.time()
-    student_actor = start_engine(student_model, _engine_kwargs(op.engine, on_cpu, student_model), seed, num_gpus=gpus)
-    teacher_actor = start_engine(teacher_model, _engine_kwargs(op.engine, on_cpu, teacher_model), seed, num_gpus=gpus)
+    student_actor, teacher_actor = start_engines([(student_model, _engine_kwargs(op.engine, on_cpu, student_model)),
+                                                  (teacher_model, _engine_kwargs(op.engine, on_cpu, teacher_model))],
+                                                 seed, num_gpus=gpus)
     try:
         engines_seconds = time.time() - t0
         tok = tokenizer_for(student)
