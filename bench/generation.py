@@ -1,21 +1,25 @@
 """Generation throughput on heavy-tailed completions: raw vLLM (one `generate` call over every request, the
-continuous-batching ideal) versus the pipeline (`distill.pipeline.generate.generate_stage`: Ray actor, shards,
-Parquet commits), same engine settings, prompts and sampling.
+continuous-batching ideal) versus the pipeline (`distill.shards.run_shards` with the vLLM backend: Ray actor,
+`EngineLoop`, shards, Parquet commits), same engine settings, prompts and sampling.
 
-    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 8 --batches 8 --repeats 3
+    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 8 --batches 8 --pairs 3
 
 The workload is `--batches` engine batches (`max_num_seqs` requests each) of prompts whose completion lengths are
 heavy-tailed, as R1 traces are (median ~4k tokens, tail to 32k): most prompts ask for a short answer, one in
 `--long-every` asks for a long story, sampled as R1 is (temperature 0.6, top_p 0.95) with `max_tokens` far
-above the median. The measured
-p99 / median of completion lengths is printed (the tail this bench is about; >= 4 wanted). The raw engine also
-runs the same requests batch by batch (`--batch-size` prompts per `generate` call: how the pipeline generated
-before it kept its engines fed), for comparison. Prints tokens/s of each for --repeats interleaved raw/pipeline
-pairs; the LAST line ends with the median of the per-pair ratios pipeline / raw (goal >= 0.95).
+above the median. The measured p99 / median of completion lengths is printed (the tail this bench is about;
+>= 4 wanted). The raw engine also runs the same requests batch by batch once (`--batch-size` prompts per
+`generate` call: how the pipeline generated before it kept its engines fed), for comparison.
 
-Engine start-up is timed separately and left out of every rate. The raw engine runs in a subprocess with the
-same thread count and in-process engine core as the pipeline's actor, and exits before the pipeline's engine
-starts (one engine in memory at a time)."""
+Side by side: both engines are started once (start-up timed apart, left out of every rate) and kept for the
+whole bench, each in a Ray actor placed the same way (`--num-cpus` reserved each, so the same thread count,
+environment and in-process engine core): the raw one driven by plain `LLM.generate` calls, the pipeline's by
+`run_shards` through its `VLLMBackend` (kept across runs, as eval keeps one). Each gets the same warm-up, then `--pairs`
+raw/pipeline pairs run over the same requests, interleaved ABBA (raw first in odd pairs, pipeline first in even
+ones) so drift and other jobs on the machine hit both alike; an idle engine waits on a queue and takes no CPU.
+Each run prints the CPU seconds its engine process used and what the rest of the bench's process tree (driver,
+Ray's processes, the idle engine) used meanwhile: the pipeline's own overhead shows there.
+The LAST line ends with the median of the per-pair ratios pipeline / raw tokens/s (goal >= 0.95)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,15 +35,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 SHORT = "What is {a} + {b}? Reply with the number only."
 LONG = "Write a long, detailed story about a {thing}, with many chapters."
 THINGS = ["lighthouse keeper", "river", "clockmaker", "dragon", "mountain village", "starship", "garden", "library"]
 
 
-def load_prompts(args) -> list[dict]:
+def load_prompts(args, n: int | None = None) -> list[dict]:
     rng = random.Random(args.seed)
-    n = args.batches * args.max_num_seqs
+    n = n or args.batches * args.max_num_seqs
     rows = []
     for i in range(n):
         long = i % args.long_every == args.long_every - 1
@@ -61,56 +65,179 @@ def tail(lengths: list[int]) -> tuple[float, float]:
     return statistics.median(lengths), q[98]
 
 
-def raw(args) -> dict:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as the pipeline's CPU actor does
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    from vllm import LLM, SamplingParams
+# ------------------------------------------------------------------------------------------------- raw engine
 
-    from distill.models import resolve_model
-    from distill.teachers.vllm import CPU_ENGINE_DEFAULTS
 
-    t0 = time.time()
-    llm = LLM(model=resolve_model(args.model), seed=args.seed, **{**CPU_ENGINE_DEFAULTS, **engine_kwargs(args)})
-    start = time.time() - t0
-    tok = llm.get_tokenizer()
-    texts = [tok.apply_chat_template([{"role": "user", "content": p["prompt"]}], tokenize=False,
-                                     add_generation_prompt=True) for p in load_prompts(args)]
-    params = SamplingParams(n=1, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
-    t0 = time.time()
-    outs = llm.generate(texts, params, use_tqdm=False)
-    secs = time.time() - t0
-    lengths = [len(c.token_ids) for o in outs for c in o.outputs]
-    res = {"tokens": sum(lengths), "seconds": secs, "start_seconds": start, "lengths": lengths}
-    if args.batch_by_batch:
+class RawWorker:
+    """The raw engine: a vllm.LLM in a Ray actor placed as the pipeline's engine actor is (same CPUs, thread
+    count, environment and in-process engine core), driven by plain `LLM.generate` calls."""
+
+    def __init__(self, model: str, seed: int, engine: dict, params: dict):
         t0 = time.time()
-        outs = [o for lo in range(0, len(texts), args.batch_size)
-                for o in llm.generate(texts[lo:lo + args.batch_size], params, use_tqdm=False)]
-        res["batched"] = {"tokens": sum(len(c.token_ids) for o in outs for c in o.outputs),
-                          "seconds": time.time() - t0}
-    return res
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as the pipeline's CPU actor does
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM, SamplingParams
+
+        self.llm = LLM(model=model, seed=seed, **engine)
+        self.params = SamplingParams(n=1, **params)
+        self.tok = self.llm.get_tokenizer()
+        self.start_seconds = time.time() - t0
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "start_seconds": self.start_seconds}
+
+    def run(self, prompts: list[str], batch_size: int | None = None) -> dict:
+        """One generate call over every prompt, or (batch_size) the old way: one call per batch, each waiting for
+        its longest request."""
+        texts = [self.tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                              add_generation_prompt=True) for p in prompts]
+        t0 = time.time()
+        if batch_size:
+            outs = [o for lo in range(0, len(texts), batch_size)
+                    for o in self.llm.generate(texts[lo:lo + batch_size], self.params, use_tqdm=False)]
+        else:
+            outs = self.llm.generate(texts, self.params, use_tqdm=False)
+        secs = time.time() - t0
+        lengths = [len(c.token_ids) for o in outs for c in o.outputs]
+        return {"tokens": sum(lengths), "seconds": secs, "lengths": lengths}
 
 
-def pipeline(args) -> dict:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+class RawEngine:
+    def __init__(self, args):
+        import ray
 
-    from distill.pipeline.generate import generate_stage
-    from distill.spec import Sampling, VLLMTeacher
+        from distill.models import resolve_model
+        from distill.teachers.vllm import engine_options
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "prompts").mkdir()
-        (tmp / "gen").mkdir()
-        pq.write_table(pa.Table.from_pylist(load_prompts(args)), tmp / "prompts" / "prompts.parquet")
+        self.args = args
+        actor = ray.remote(RawWorker).options(num_cpus=args.num_cpus, max_restarts=0)
+        self.actor = actor.remote(resolve_model(args.model), args.seed, engine_options(engine_kwargs(args), True),
+                                  {"temperature": args.temperature, "top_p": args.top_p, "max_tokens": args.max_tokens})
+        info = ray.get(self.actor.info.remote())
+        self.start_seconds, self.pid = info["start_seconds"], info["pid"]
+
+    def run(self, n: int | None = None, batched: bool = False) -> dict:
+        import ray
+
+        prompts = [p["prompt"] for p in load_prompts(self.args, n)]
+        return ray.get(self.actor.run.remote(prompts, self.args.batch_size if batched else None))
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
+def start_ray(args) -> None:
+    """The embedded Ray `distill.cluster.ensure_ray` starts, with room for both engine actors (each reserves
+    `--num-cpus`, as the pipeline's does): the same placement, environment and thread count for both."""
+    import ray
+
+    from distill import cluster
+
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    ray.init(address="local", num_cpus=int(2 * args.num_cpus), include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}}, _system_config=cluster.EMBEDDED_SYSTEM_CONFIG)
+
+
+# ------------------------------------------------------------------------------------------------- pipeline
+
+
+class Pipeline:
+    def __init__(self, args):
+        import ray
+
+        from distill.pipeline.eval import OneEngineStart
+        from distill.spec import Sampling, VLLMTeacher
+        from distill.teachers import make_backend
+        from distill.teachers.base import sampling_dict
+
+        self.args = args
         teacher = VLLMTeacher(model=args.model, num_cpus=args.num_cpus, batch_size=args.batch_size,
                               engine=engine_kwargs(args))
-        sampling = Sampling(n=1, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens)
+        self.params = sampling_dict(Sampling(n=1, temperature=args.temperature, top_p=args.top_p,
+                                             max_tokens=args.max_tokens))
         os.environ.setdefault("DISTILL_PROGRESS", "0")
-        st = generate_stage(tmp / "prompts", tmp / "gen", teacher, sampling, args.seed)
-        lengths = [n for f in sorted((tmp / "gen").glob("*.parquet"))
-                   for n in pq.read_table(f, columns=["completion_tokens"]).column(0).to_pylist()]
-    return {"tokens": st["completion_tokens"], "seconds": st["generation_seconds"], "lengths": lengths,
-            "start_seconds": st["engine_start_seconds"], "wall_seconds": st["wall_seconds"]}
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-generation-"))
+        # Started once and kept across runs (`run_shards` starts and closes the backend it is given; this one
+        # closes at `shut`): each run measures generation, not another engine start.
+        self.backend = OneEngineStart(make_backend(teacher, args.seed, teacher_id=teacher.model))
+        self.backend.start()
+        self.start_seconds = self.backend.start_seconds
+        self.pid = ray.get(self.backend.actors[0].info.remote())["pid"]
+        self.runs = 0
+
+    def run(self, n: int | None = None) -> dict:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from distill.shards import SHARD_GLOB, run_shards
+
+        self.runs += 1
+        work = self.tmp / f"run{self.runs}"
+        (work / "gen").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(load_prompts(self.args, n)), work / "prompts.parquet")
+        st = run_shards(work / "prompts.parquet", work / "gen", self.backend, self.params, self.args.batch_size)
+        lengths = [k for f in sorted((work / "gen").glob(SHARD_GLOB))
+                   for k in pq.read_table(f, columns=["completion_tokens"]).column(0).to_pylist()]
+        return {"tokens": st["tally"].completion_tokens, "seconds": st["generation_seconds"], "lengths": lengths}
+
+    def close(self) -> None:
+        import shutil
+
+        self.backend.shut()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------- CPU accounting
+
+
+class CpuMeter:
+    """CPU seconds used during a run by one engine process, and by the rest of this bench's process tree (the
+    driver, Ray's GCS, raylet and workers, the idle other engine)."""
+
+    def __init__(self, engine_pid: int):
+        import psutil
+
+        from process_tree import tree
+
+        self.engine_pid, self.tree, self.me = engine_pid, tree, psutil.Process()
+
+    def _sample(self) -> tuple[float, float]:
+        import psutil
+
+        engine = rest = 0.0
+        for p in self.tree(self.me):
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            used = t.user + t.system  # children's times are counted in their own entries
+            if p.pid == self.engine_pid:
+                engine += used
+            else:
+                rest += used
+        return engine, rest
+
+    def __enter__(self):
+        self.t0 = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        t1 = self._sample()
+        self.engine, self.rest = t1[0] - self.t0[0], t1[1] - self.t0[1]
+
+
+def measured(engine, meter_pid: int) -> dict:
+    with CpuMeter(meter_pid) as m:
+        res = engine.run()
+    return {**res, "tps": res["tokens"] / res["seconds"], "cpu_engine": m.engine, "cpu_rest": m.rest}
+
+
+def describe(name: str, r: dict) -> str:
+    med, p99 = tail(r["lengths"])
+    return (f"{name} {r['tokens']} tokens in {r['seconds']:.2f}s = {r['tps']:.1f} tok/s (p99/median "
+            f"{p99 / med:.1f}; CPU-s engine {r['cpu_engine']:.1f}, rest {r['cpu_rest']:.1f})")
 
 
 def main() -> None:
@@ -128,52 +255,48 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="prompts per shard, and per call of the old batch-by-batch "
                                                    "run (default: max_num_seqs)")
     ap.add_argument("--engine", default="{}", help="more vllm.LLM kwargs as JSON")
-    ap.add_argument("--only", choices=["raw"], help=argparse.SUPPRESS)
-    ap.add_argument("--batch-by-batch", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--repeats", type=int, default=3, help="raw/pipeline pairs, interleaved; medians are quoted")
+    ap.add_argument("--pairs", type=int, default=3, help="raw/pipeline pairs, interleaved ABBA; medians quoted")
+    ap.add_argument("--warmup-batches", type=int, default=2, help="engine batches each engine runs first, unmeasured")
+    ap.add_argument("--no-batch-by-batch", action="store_true", help="skip the old batch-by-batch figure")
     args = ap.parse_args()
     args.batch_size = args.batch_size or args.max_num_seqs
-    if args.only == "raw":
-        print("RESULT " + json.dumps(raw(args)), flush=True)
-        return
     n = args.batches * args.max_num_seqs
     print(f"model {args.model}, {n} prompts ({args.batches} batches of max_num_seqs {args.max_num_seqs}; 1 in "
-          f"{args.long_every} asks for a long text), temperature {args.temperature}, top_p {args.top_p}, max_tokens {args.max_tokens}, "
-          f"shards of {args.batch_size}", flush=True)
-    raw_tps, pipe_tps, ratios = [], [], []
-    for i in range(args.repeats):  # interleaved: machine noise hits both alike
-        r, p = raw_run(args, batch_by_batch=i == 0), pipeline(args)
-        r_tps, p_tps = r["tokens"] / r["seconds"], p["tokens"] / p["seconds"]
-        raw_tps.append(r_tps), pipe_tps.append(p_tps), ratios.append(p_tps / r_tps)
-        (rm, r99), (pm, p99) = tail(r["lengths"]), tail(p["lengths"])
-        print(f"[{i + 1}/{args.repeats}] completion tokens: raw median {rm:.0f} p99 {r99:.0f} (p99/median "
-              f"{r99 / rm:.1f}), pipeline median {pm:.0f} p99 {p99:.0f} (p99/median {p99 / pm:.1f})", flush=True)
-        if "batched" in r:
-            b = r["batched"]
-            print(f"[{i + 1}/{args.repeats}] old batch-by-batch ({args.batch_size} prompts per generate call): "
-                  f"{b['tokens']} tokens in {b['seconds']:.2f}s = {b['tokens'] / b['seconds']:.1f} tok/s "
-                  f"(ratio to raw {b['tokens'] / b['seconds'] / r_tps:.3f})", flush=True)
-        print(f"[{i + 1}/{args.repeats}] raw {r['tokens']} tokens in {r['seconds']:.2f}s = {r_tps:.1f} tok/s "
-              f"(engine start {r['start_seconds']:.1f}s); pipeline {p['tokens']} tokens in {p['seconds']:.2f}s = "
-              f"{p_tps:.1f} tok/s (engine start {p['start_seconds']:.1f}s, stage wall {p['wall_seconds']:.1f}s); "
-              f"ratio {p_tps / r_tps:.3f}", flush=True)
+          f"{args.long_every} asks for a long text), temperature {args.temperature}, top_p {args.top_p}, "
+          f"max_tokens {args.max_tokens}, shards of {args.batch_size}; {args.pairs} raw/pipeline pairs", flush=True)
+    start_ray(args)
+    raw = RawEngine(args)
+    pipe = Pipeline(args)
+    print(f"engine start: raw {raw.start_seconds:.1f}s, pipeline {pipe.start_seconds:.1f}s (both kept running)",
+          flush=True)
+    warm = args.warmup_batches * args.max_num_seqs
+    raw.run(n=warm), pipe.run(n=warm)
+    batched = None if args.no_batch_by_batch else raw.run(batched=True)
+    raw_tps, pipe_tps, ratios, tails = [], [], [], []
+    for i in range(args.pairs):
+        order = [("raw", raw), ("pipeline", pipe)]
+        if i % 2:
+            order.reverse()
+        res = {name: measured(eng, eng.pid) for name, eng in order}
+        r, p = res["raw"], res["pipeline"]
+        raw_tps.append(r["tps"]), pipe_tps.append(p["tps"]), ratios.append(p["tps"] / r["tps"])
+        tails += [tail(r["lengths"]), tail(p["lengths"])]
+        print(f"[{i + 1}/{args.pairs}] {describe('raw', r)}; {describe('pipeline', p)}; "
+              f"ratio {p['tps'] / r['tps']:.3f}", flush=True)
+    raw.close()
+    pipe.close()
     med = statistics.median
-    print(f"raw vllm.LLM.generate: {med(raw_tps):.1f} tokens/s (median of {args.repeats})")
-    print(f"pipeline:              {med(pipe_tps):.1f} tokens/s (median of {args.repeats})")
+    print(f"completion tokens: median {med(m for m, _ in tails):.0f}, p99 {med(q for _, q in tails):.0f} "
+          f"(p99/median {med(q / m for m, q in tails):.1f}, medians over runs)")
+    if batched:
+        b_tps = batched["tokens"] / batched["seconds"]
+        print(f"old batch-by-batch ({args.batch_size} prompts per generate call, raw engine, once): "
+              f"{batched['tokens']} tokens in {batched['seconds']:.2f}s = {b_tps:.1f} tok/s "
+              f"(ratio to the raw median {b_tps / med(raw_tps):.3f})")
+    print(f"raw vllm.LLM.generate: {med(raw_tps):.1f} tokens/s (median of {args.pairs})")
+    print(f"pipeline:              {med(pipe_tps):.1f} tokens/s (median of {args.pairs})")
     print(f"per-pair ratios {', '.join(f'{x:.3f}' for x in ratios)} (goal >= 0.95); "
-          f"pipeline/raw tokens/s, median of {args.repeats}: {med(ratios):.3f}")
-
-
-def raw_run(args, batch_by_batch: bool) -> dict:
-    """The raw engine in its own process, with the thread count Ray gives the pipeline's actor."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(int(args.num_cpus))}
-    extra = ["--batch-by-batch"] if batch_by_batch else []
-    proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--only", "raw", *extra], env=env,
-                          capture_output=True, text=True)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode or not line:
-        sys.exit(proc.stdout[-2000:] + proc.stderr[-4000:])
-    return json.loads(line[-1][7:])
+          f"pipeline/raw tokens/s, median of {args.pairs}: {med(ratios):.3f}")
 
 
 if __name__ == "__main__":
