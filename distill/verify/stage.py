@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import progress, schemas
+from distill.streaming import iter_batches
 from distill.verify import dedup
 from distill.verify import files as file_io
 from distill.verify.decontam import Decontaminator
@@ -309,9 +310,7 @@ def _schema(files: list[Path]) -> pa.Schema:
 def parquet_batches(files: list[Path], columns: list[str] | None = None, rows: int = BATCH_ROWS
                     ) -> Iterator[pa.RecordBatch]:
     for f in files:
-        pf = pq.ParquetFile(f)
-        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        yield from pf.iter_batches(batch_size=rows, columns=cols)
+        yield from iter_batches(f, columns, rows)  # without pre-buffering: one row group held at a time
 
 
 NEEDED = ["response", "answer", "finish_reason", "answer_format", "problem", "problem_id", "domain"]

@@ -1,0 +1,70 @@
+"""Reading a Parquet file a batch at a time holds about one row group in Arrow memory, however many row groups the
+file has (`distill.streaming.iter_batches`; pyarrow's pre-buffering kept every row group read until the file was
+closed, apache/arrow#39808), and so do the stages that read through it."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distill import schemas
+from distill.pipeline.sft import build_sft_dataset
+from distill.streaming import iter_batches
+from distill.verify.stage import parquet_batches
+
+GROUPS, GROUP_ROWS, CHARS = 48, 256, 4096  # 48 row groups of 1 MiB of incompressible text: a 48 MiB file
+
+
+def _kept_file(path) -> None:
+    """A verify-stage kept.parquet whose responses are random hex: compression cannot shrink what is cached."""
+    schema = schemas.verified_schema(pa.schema([("problem_id", pa.string()), ("prompt", pa.string()),
+                                                ("sample_index", pa.int64()), ("response", pa.string())]))
+    with pq.ParquetWriter(path, schema) as w:
+        for g in range(GROUPS):
+            m = GROUP_ROWS
+            w.write_table(pa.table({
+                "problem_id": [f"p{g}-{i}" for i in range(m)], "prompt": ["What is 1 + 1?"] * m,
+                "sample_index": [0] * m, "response": [os.urandom(CHARS // 2).hex() for _ in range(m)],
+                "extracted": ["2"] * m, "correct": [True] * m, "reason": ["correct"] * m, "kept": [True] * m,
+                "detail": [None] * m}, schema=schema))
+
+
+@pytest.mark.parametrize("reader", ["iter_batches", "verify", "sft"])
+def test_reading_a_file_a_batch_at_a_time_holds_about_one_row_group(tmp_path, monkeypatch, reader):
+    """Arrow memory in use (the default pool, which the reader's cache draws on whatever pool is passed) is
+    sampled at every batch, while the reader is open, and compared with the 48 MiB file."""
+    import distill.pipeline.sft as sft_stage
+
+    kept = tmp_path / "verify" / "kept.parquet"
+    kept.parent.mkdir()
+    _kept_file(kept)
+    size = kept.stat().st_size
+    assert size > GROUPS * GROUP_ROWS * CHARS * 0.9  # the file did not compress away
+    pool = pa.default_memory_pool()
+    base, held, rows = pool.bytes_allocated(), [], []
+    if reader == "sft":
+        one_batch = sft_stage.sft_batch
+
+        def sampled(batch, *args, **kwargs):
+            held.append(pool.bytes_allocated() - base)
+            return one_batch(batch, *args, **kwargs)
+
+        monkeypatch.setattr(sft_stage, "sft_batch", sampled)
+        (tmp_path / "sft").mkdir()
+        rows.append(build_sft_dataset(kept.parent, tmp_path / "sft")["examples"])
+    else:
+        batches = iter_batches(kept, ["problem_id", "response"]) if reader == "iter_batches" else \
+            parquet_batches([kept], ["problem_id", "response"])
+        for batch in batches:
+            held.append(pool.bytes_allocated() - base)
+            rows.extend(batch.column("problem_id").to_pylist())
+    assert len(held) >= GROUPS * GROUP_ROWS // 1024
+    assert max(held) < 8 * 2**20, \
+        f"{reader}: {max(held) / 2**20:.1f} MiB of Arrow memory held while reading a {size / 2**20:.0f} MiB file"
+    if reader == "sft":
+        assert rows == [GROUPS * GROUP_ROWS]
+    else:
+        assert rows == [f"p{g}-{i}" for g in range(GROUPS) for i in range(GROUP_ROWS)]
