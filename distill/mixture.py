@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from distill.streaming import iter_batches
+
 NON_REASONING_FORMAT = "none"
 ROWS_PER_BUCKET = 65_536  # the shuffle holds about one bucket of rows at a time
 READ_ROWS = 8_192
@@ -76,7 +78,7 @@ def shuffle_prompts(path: Path, seed: int) -> None:
     try:
         schema = pf.schema_arrow.append(pa.field("_key", pa.uint64()))
         writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-        for batch in pf.iter_batches(batch_size=READ_ROWS):
+        for batch in iter_batches(path, rows=READ_ROWS):  # one row group held at a time (streaming.py)
             keys = np.fromiter((shuffle_key(seed, p) for p in batch.column("problem_id").to_pylist()),
                                dtype=np.uint64, count=batch.num_rows)
             # key range -> bucket, monotonic in the key: the top 32 bits scaled to [0, buckets)

@@ -3,13 +3,16 @@
 * Paths first (`check_paths`): the input is a file, the output's extension names a format this writes (`.jsonl`,
   `.parquet`, `.csv`), the output is not a directory nor the input, and its directory can be written. A mistake
   there costs nothing: no row has been judged yet.
-* Reading (`read_input`): JSONL line by line (a UTF-8 BOM on the first line is skipped; a bad byte, bad JSON or
-  a line that is not an object is named by file, line and column), Parquet, or CSV. Rows stay Python values as
-  read, so an integer answer is written back as an integer.
+* Reading (`read_chunks`): JSONL line by line (a UTF-8 BOM on the first line is skipped; a bad byte, bad JSON or
+  a line that is not an object is named by file, line and column), Parquet a record batch at a time, or CSV
+  line by line, each as chunks of rows, so `distill verify` holds one chunk of rows however big the file
+  (`read_input`: the whole file as one chunk, for `distill audit`). Rows stay Python values as read, so an
+  integer answer is written back as an integer.
 * `bad_rows`: every row whose problem, answer or response has a type the verifier cannot take, one line each.
 * Writing (`Writer`): to a hidden temporary file beside the output, renamed into place on success and removed
   on any failure or interrupt, so a killed `distill verify` leaves no partial output. Parquet needs one type per
-  column: `parquet_table` refuses mixed or out-of-range columns up front, naming the column and rows.
+  column: `ColumnTypes` watches every chunk on the checking pass and refuses mixed or out-of-range columns up
+  front, naming the column and rows; the chunks are then written in the column types it settled.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import jsonl
+from distill.streaming import iter_batches
 
 FORMATS = (".jsonl", ".parquet", ".csv")
 MAX_BAD_LINES = 20  # bad rows listed in one error; the rest are counted
@@ -35,18 +39,14 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 @dataclass
 class Input:
+    """Rows of an input file: all of them (`read_input`) or one chunk (`read_chunks`)."""
+
     path: Path
     rows: list[dict]
     where: list[str]  # per row: "line N" (JSONL, CSV) or "row N" (Parquet), for error messages
     columns: list[str]
-    table: pa.Table | None = None  # the Parquet input as read (its types are already Arrow's)
+    table: pa.Table | None = None  # the Parquet rows as read (their types are already Arrow's)
     bad: list[str] = field(default_factory=list)
-
-    def batch(self, start: int, n: int) -> list[dict]:
-        """Whole rows [start, start + n): from the table for Parquet, whose `rows` hold only what is judged."""
-        if self.table is not None:
-            return self.table.slice(start, n).to_pylist()
-        return self.rows[start : start + n]
 
 
 # ---------------------------------------------------------------- paths
@@ -80,50 +80,88 @@ def check_paths(in_path: Path, out_path: Path) -> None:
 # ---------------------------------------------------------------- reading
 
 def read_input(path: Path, judged: tuple[str, ...] | None = None) -> Input:
-    """The rows of a .jsonl, .parquet or .csv file. `judged`: for Parquet, the columns `rows` needs (the rest
-    stays in Arrow until written, so a big file is not held twice)."""
+    """The whole of a .jsonl, .parquet or .csv file as one chunk (`read_chunks`)."""
+    return next(read_chunks(path, judged, rows=None))
+
+
+def read_chunks(path: Path, judged: tuple[str, ...] | None = None, rows: int | None = 1024) -> Iterator[Input]:
+    """The rows of a .jsonl, .parquet or .csv file, `rows` good rows a chunk (None: all in one; a file with none
+    still gives one, empty). `judged`: for Parquet, the only columns read (None: all, in `table`, with `rows`
+    as Python values of the same). A chunk's `bad` lists the lines before it that are not rows."""
     if path.suffix == ".parquet":
-        try:
-            table = pq.read_table(path)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a file that is not Parquet
-            raise ValueError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-        keep = table.column_names if judged is None else [c for c in judged if c in table.column_names]
-        rows = table.select(keep).to_pylist()
-        return Input(path, rows, [f"row {i}" for i in range(1, len(rows) + 1)], table.column_names, table)
-    if path.suffix == ".csv":
-        return _read_csv(path)
-    return _read_jsonl(path)
-
-
-def _read_jsonl(path: Path) -> Input:
-    rows, where, columns, bad = [], [], {}, []
-    for lineno, row, error in jsonl.rows(path):
+        yield from _parquet_chunks(path, judged, rows)
+        return
+    columns: dict = {}
+    chunk = Input(path, [], [], [])
+    records = _csv_records(path) if path.suffix == ".csv" else _jsonl_records(path)
+    for where, row, error in records:
         if error is not None:
-            bad.append(error)
+            chunk.bad.append(error)
             continue
-        rows.append(row)
-        where.append(f"line {lineno}")
+        chunk.rows.append(row)
+        chunk.where.append(where)
         columns.update(dict.fromkeys(row))
-    return Input(path, rows, where, list(columns), bad=bad)
+        if rows is not None and len(chunk.rows) >= rows:
+            chunk.columns = list(columns)
+            yield chunk
+            chunk = Input(path, [], [], [])
+    if chunk.rows or chunk.bad or rows is None or not columns:
+        chunk.columns = list(columns)
+        yield chunk
 
 
-def _read_csv(path: Path) -> Input:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ValueError(f"{path}: line {line}, column {col}: not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    rows, where = [], []
+def _parquet_chunks(path: Path, judged: tuple[str, ...] | None, rows: int | None) -> Iterator[Input]:
+    def unreadable(e: Exception) -> ValueError:
+        return ValueError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})")
+
+    try:  # pyarrow raises several types for a file that is not Parquet
+        names = pq.read_schema(path).names
+        keep = names if judged is None else [c for c in judged if c in names]
+        batches = iter([pq.read_table(path, columns=keep)]) if rows is None else iter_batches(path, keep, rows)
+    except Exception as e:  # noqa: BLE001
+        raise unreadable(e) from None
+    start, empty = 0, True
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # noqa: BLE001 - a damaged page deep in the file
+            raise unreadable(e) from None
+        if batch is None:
+            break
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        records = table.to_pylist()
+        yield Input(path, records, [f"row {i}" for i in range(start + 1, start + len(records) + 1)], names, table)
+        start += len(records)
+        empty = False
+    if empty:
+        yield Input(path, [], [], names, pa.schema([]).empty_table())
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+    for lineno, row, error in jsonl.rows(path):
+        yield f"line {lineno}", row, error
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict | None, str | None]]:
+    reader = csv.DictReader(_utf8_lines(path))
     try:
         for row in reader:
-            rows.append(row)
-            where.append(f"line {reader.line_num}")
+            yield f"line {reader.line_num}", row, None
     except csv.Error as e:
         raise ValueError(f"{path}: line {reader.line_num}: not valid CSV ({e})") from None
-    return Input(path, rows, where, list(reader.fieldnames or []))
+
+
+def _utf8_lines(path: Path) -> Iterator[str]:
+    """The file's lines as text (a BOM skipped), one at a time; ValueError naming line and column at a byte that
+    is not UTF-8. Lines end as in the file (`csv` needs them whole: a quoted field may hold a newline)."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}, column {e.start + 1}: not valid UTF-8 "
+                                 f"(byte 0x{raw[e.start]:02x})") from None
+            yield from text.splitlines(keepends=True)  # a lone \r ends a line too
 
 
 # ---------------------------------------------------------------- checking rows
@@ -143,43 +181,83 @@ def bad_rows(data: Input) -> list[str]:
     return out
 
 
-def summarise(lines: list[str]) -> str:
-    if len(lines) <= MAX_BAD_LINES:
+def summarise(lines: list[str], total: int | None = None) -> str:
+    """The first MAX_BAD_LINES of `total` bad-row lines (default: all of `lines`), the rest counted."""
+    total = len(lines) if total is None else total
+    if total <= MAX_BAD_LINES:
         return "\n".join(lines)
-    return "\n".join(lines[:MAX_BAD_LINES] + [f"... and {len(lines) - MAX_BAD_LINES} more bad rows"])
+    return "\n".join(lines[:MAX_BAD_LINES] + [f"... and {total - MAX_BAD_LINES} more bad rows"])
 
 
 # ---------------------------------------------------------------- writing
 
+class ColumnTypes:
+    """One Arrow type per column for rows read from JSONL or CSV and written as Parquet, settled over every chunk
+    (`observe`) before any row is judged: `check` refuses a column whose values do not share one kind (an
+    integer answer here, a text one there) or an integer past int64, naming the rows; `table` then builds each
+    chunk in those types, so every chunk of the file fits the one schema."""
+
+    def __init__(self, drop: tuple[str, ...] = ()):
+        self.drop = drop
+        self.kinds: dict[str, dict[str, str]] = {}  # column -> kind -> where first seen
+        self.too_big: dict[str, tuple[str, int]] = {}  # column -> (where, value) of its first int64 overflow
+        self.types: dict[str, pa.DataType] = {}
+        self.refused: dict[str, str] = {}  # column -> why pyarrow cannot store it
+
+    def observe(self, data: Input) -> None:
+        for col in data.columns:
+            if col in self.drop:
+                continue
+            kinds = self.kinds.setdefault(col, {})
+            values = [r.get(col) for r in data.rows]
+            for v, where in zip(values, data.where):
+                if v is None:
+                    continue
+                kinds.setdefault(jsonl.kind(v), where)
+                if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
+                    self.too_big.setdefault(col, (where, v))
+            if col in self.too_big or len(kinds) > 1 or col in self.refused:
+                continue
+            try:
+                t = pa.array(values).type
+                self.types[col] = t if col not in self.types else pa.unify_schemas(
+                    [pa.schema([(col, self.types[col])]), pa.schema([(col, t)])],
+                    promote_options="permissive").field(col).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                self.refused[col] = str(e).splitlines()[0]
+
+    def check(self, path: Path) -> None:
+        """ValueError (one line) for the first column, in file order, that Parquet cannot hold."""
+        for col, kinds in self.kinds.items():
+            if col in self.too_big:
+                where, v = self.too_big[col]
+                raise ValueError(f"{path}: {where}, column '{col}': integer {str(v)[:20]}... does not fit "
+                                 f"Parquet's int64; write .jsonl to keep it exact")
+            if len(kinds) > 1:
+                seen = " and ".join(f"{k} ({w})" for k, w in kinds.items())
+                raise ValueError(f"{path}: column '{col}' mixes {seen}; Parquet needs one type per column: "
+                                 f"write .jsonl to keep each value's type")
+            if col in self.refused:
+                raise ValueError(f"{path}: column '{col}': cannot be stored in Parquet ({self.refused[col]})")
+
+    def table(self, data: Input) -> pa.Table:
+        """The chunk's rows as Arrow, each column in its settled type (missing keys of a row are nulls)."""
+        names = [c for c in self.kinds if c in self.types]
+        try:
+            arrays = [pa.array([r.get(c) for r in data.rows], self.types[c]) for c in names]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            raise ValueError(f"{data.path}: cannot be stored in Parquet ({str(e).splitlines()[0]})") from None
+        return pa.Table.from_arrays(arrays, names=names)
+
+
 def parquet_table(data: Input, drop: tuple[str, ...] = ()) -> pa.Table:
-    """The rows as one Arrow table for a Parquet output, each column in the one type its values share; a column
-    whose values do not share one (an integer answer here, a text one there) is refused, naming the rows."""
+    """The rows as one Arrow table for a Parquet output (`ColumnTypes` over the one chunk)."""
     if data.table is not None:
         return data.table.drop_columns([c for c in drop if c in data.table.column_names])
-    arrays, names = [], []
-    for col in data.columns:
-        if col in drop:
-            continue
-        values = [r.get(col) for r in data.rows]
-        kinds: dict[str, str] = {}
-        for v, where in zip(values, data.where):
-            if v is None:
-                continue
-            kinds.setdefault(jsonl.kind(v), where)
-            if isinstance(v, int) and not isinstance(v, bool) and not _INT64[0] <= v <= _INT64[1]:
-                raise ValueError(f"{data.path}: {where}, column '{col}': integer {str(v)[:20]}... does not fit "
-                                 f"Parquet's int64; write .jsonl to keep it exact")
-        if len(kinds) > 1:
-            seen = " and ".join(f"{k} ({w})" for k, w in kinds.items())
-            raise ValueError(f"{data.path}: column '{col}' mixes {seen}; Parquet needs one type per column: "
-                             f"write .jsonl to keep each value's type")
-        try:
-            arrays.append(pa.array(values))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            raise ValueError(f"{data.path}: column '{col}': cannot be stored in Parquet "
-                             f"({str(e).splitlines()[0]})") from None
-        names.append(col)
-    return pa.Table.from_arrays(arrays, names=names)
+    types = ColumnTypes(drop)
+    types.observe(data)
+    types.check(data.path)
+    return types.table(data)
 
 
 class Writer:

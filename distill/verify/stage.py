@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import progress, schemas
+from distill.streaming import iter_batches
 from distill.verify import dedup
 from distill.verify import files as file_io
 from distill.verify.decontam import Decontaminator
@@ -309,9 +310,7 @@ def _schema(files: list[Path]) -> pa.Schema:
 def parquet_batches(files: list[Path], columns: list[str] | None = None, rows: int = BATCH_ROWS
                     ) -> Iterator[pa.RecordBatch]:
     for f in files:
-        pf = pq.ParquetFile(f)
-        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        yield from pf.iter_batches(batch_size=rows, columns=cols)
+        yield from iter_batches(f, columns, rows)  # without pre-buffering: one row group held at a time
 
 
 NEEDED = ["response", "answer", "finish_reason", "answer_format", "problem", "problem_id", "domain"]
@@ -682,45 +681,29 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     correct, reason, kept and detail out (JSONL, Parquet or CSV by the output's suffix), through the same filters,
     dedup and verifier as the pipeline (`spec_filter`: a spec Filter, default settings when None). The paths and
     every row are checked before any row is judged (`distill.verify.files`); values keep their input types.
-    Returns counts per reason."""
+    The file is read three times a chunk at a time (check, judge, write), so memory holds one chunk of rows
+    and the small per-row verdicts, whatever the file's size. Returns counts per reason."""
     in_path, out_path = Path(in_path), Path(out_path)
     file_io.check_paths(in_path, out_path)
-    data = file_io.read_input(in_path, NEEDED)
-    if not data.rows and not data.bad:
-        raise ValueError(f"{in_path}: no rows")
-    missing = [c for c in REQUIRED if c not in data.columns]
-    if missing and not data.bad:
-        raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
-    bad = file_io.bad_rows(data)
-    if bad:
-        raise ValueError(file_io.summarise(bad))
-    out_table = file_io.parquet_table(data, OUT_COLUMNS) if out_path.suffix == ".parquet" else None
-    rows = data.rows
-    answers = [reference_answer(r.get("answer"), answer_format) for r in rows]
-    problems = [str(r["problem"]) if r.get("problem") is not None else "" for r in rows]
-    cols_all = {
-        "response": [r.get("response") or "" for r in rows],
-        "answer": answers,
-        "finish_reason": [r.get("finish_reason") for r in rows],
-        "answer_format": [answer_format if answer_format == "code" else None] * len(rows),
-        "problem": problems,
-        "problem_id": [r.get("problem_id") or f"p{dedup.digest(p):x}" for r, p in zip(rows, problems)],
-    }
-    n = len(rows)
-    starts = list(range(0, n, BATCH_ROWS))
+    n, columns, types = _check_file(in_path, out_path)
+
+    def chunks(judged: tuple[str, ...] | None = None) -> Iterator[file_io.Input]:
+        return file_io.read_chunks(in_path, judged, rows=BATCH_ROWS)
+
     run = FilterRun(Settings.from_filter(spec_filter), benchmarks, workers)
-    run.pass1(({k: v[a : a + BATCH_ROWS] for k, v in cols_all.items()} for a in starts), n)
-    verdicts = list(run.columns(0)) if starts else []
-    writer = file_io.Writer(out_path, [c for c in data.columns if c not in verdicts] + verdicts)
+    run.pass1((_judged_columns(chunk.rows, answer_format) for chunk in chunks(tuple(NEEDED))), n)
+    verdicts = list(run.columns(0))
+    writer = file_io.Writer(out_path, [c for c in columns if c not in verdicts] + verdicts)
     bar = progress.Bar(None, n, "row", default="verify", phase="writing")
     try:
-        for b, a in enumerate(starts):
-            if out_table is not None:
-                writer.write_table(_annotated(out_table.slice(a, BATCH_ROWS), run.columns(b)))
+        for b, chunk in enumerate(chunks()):
+            if out_path.suffix != ".parquet":
+                writer.write_rows(file_io.with_verdicts(chunk.rows, run.columns(b)))
             else:
-                writer.write_rows(file_io.with_verdicts(data.batch(a, BATCH_ROWS), run.columns(b)))
-            bar.update(min(BATCH_ROWS, n - a))
-        writer.close(schemas.verified_schema(out_table.schema) if out_table is not None else None)
+                table = chunk.table if chunk.table is not None else types.table(chunk)
+                writer.write_table(_annotated(table, run.columns(b)))
+            bar.update(len(chunk.rows))
+        writer.close()
     except BaseException:
         writer.abort()
         raise
@@ -729,3 +712,44 @@ def verify_file(in_path: str | Path, out_path: str | Path, workers: int = 1, ans
     if stats_path:
         Path(stats_path).write_text(json.dumps(run.stats(), indent=2))
     return Counter(r for res in run.results for r in res.reason)
+
+
+def _check_file(in_path: Path, out_path: Path) -> tuple[int, list[str], file_io.ColumnTypes | None]:
+    """Every row read once before any is judged: (rows, columns in order of appearance, the column types of a
+    Parquet output written from JSONL or CSV); ValueError (one line per bad row, at most MAX_BAD_LINES) for an
+    empty file, missing columns, rows the verifier cannot take, or columns Parquet cannot hold."""
+    n, columns, bad, n_bad, unreadable = 0, [], [], 0, 0
+    types = file_io.ColumnTypes(OUT_COLUMNS) if out_path.suffix == ".parquet" and \
+        in_path.suffix != ".parquet" else None
+    for chunk in file_io.read_chunks(in_path, tuple(NEEDED), rows=BATCH_ROWS):
+        n += len(chunk.rows)
+        unreadable += len(chunk.bad)
+        columns = chunk.columns
+        lines = file_io.bad_rows(chunk)
+        n_bad += len(lines)
+        bad.extend(lines[: file_io.MAX_BAD_LINES + 1 - len(bad)])
+        if types is not None and not n_bad:
+            types.observe(chunk)
+    if not n and not unreadable:
+        raise ValueError(f"{in_path}: no rows")
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing and not unreadable:
+        raise ValueError(f"{in_path}: missing column(s) {', '.join(missing)} (need problem, answer, response)")
+    if n_bad:
+        raise ValueError(file_io.summarise(bad, n_bad))
+    if types is not None:
+        types.check(in_path)
+    return n, columns, types
+
+
+def _judged_columns(rows: list[dict], answer_format: str) -> dict:
+    """What pass 1 reads of a chunk of input rows."""
+    problems = [str(r["problem"]) if r.get("problem") is not None else "" for r in rows]
+    return {
+        "response": [r.get("response") or "" for r in rows],
+        "answer": [reference_answer(r.get("answer"), answer_format) for r in rows],
+        "finish_reason": [r.get("finish_reason") for r in rows],
+        "answer_format": [answer_format if answer_format == "code" else None] * len(rows),
+        "problem": problems,
+        "problem_id": [r.get("problem_id") or f"p{dedup.digest(p):x}" for r, p in zip(rows, problems)],
+    }
