@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distill import artifacts, progress, schemas
+from distill.streaming import iter_batches
 
 SHARD_GLOB = "shard-*.parquet"
 PROGRESS_FILE = "_progress.json"
@@ -32,8 +33,7 @@ def iter_shards(prompts: pa.Table | Path, shard_size: int) -> Iterator[tuple[int
         for sid, lo in enumerate(range(0, prompts.num_rows, shard_size)):
             yield sid, prompts.slice(lo, shard_size).to_pylist()
         return
-    pf = pq.ParquetFile(prompts)
-    for sid, batch in enumerate(pf.iter_batches(batch_size=shard_size)):
+    for sid, batch in enumerate(iter_batches(prompts, rows=shard_size)):  # no pre-buffering: see streaming.py
         yield sid, batch.to_pylist()
 
 
