@@ -107,9 +107,9 @@ def test_distill_verify_reads_and_writes_a_chunk_at_a_time(tmp_path, suffix):
     assert got == [(i, i + 1, "correct", chars + 39 + len(str(i + 1))) for i in range(n)]
 
 
-def test_memory_freed_in_a_thread_goes_back_before_tokeniser_workers_fork():
+def test_memory_freed_in_a_thread_goes_back_before_tokenising():
     """Memory a thread allocated and freed, with a few live objects left among it, stays resident until
-    `release_free_memory` (run before the tokeniser forks its workers) hands it back."""
+    `release_free_memory` (run before the tokeniser workers start) hands it back."""
     import threading
 
     from distill.training.tokenized import release_free_memory

@@ -1,13 +1,13 @@
 """The SFT dataset tokenised once, in parallel, and cached in the run directory for every trainer that reads it.
 
 `tokenized_sft(sft_dir, tok, max_length)` returns the SFT examples as token ids with their labels, built the
-first time by HF `datasets`' `map(num_proc=...)` and kept under `<run>/tokenized/<key>/` as the Arrow files the
-map wrote; later calls (another student with the same tokenizer, every Ray Train rank, a re-run) memory-map those
+first time by spawned worker processes (one per core) and kept under `<run>/tokenized/<key>/` as the Arrow files
+they wrote with HF `datasets`' writer; later calls (another student with the same tokenizer, every Ray Train rank, a re-run) memory-map those
 instead of tokenising again. The key covers what changes the tokens: the SFT data (its files' names, sizes and
 modification times: a rebuilt sft stage writes new ones), the tokenizer's vocabulary, special tokens and chat
 template, `max_length`, and `TOKENIZE_VERSION`.
 
-The map runs over the row groups of `sft/train.parquet`, each worker reading its own with pyarrow: not over a
+The workers run over the row groups of `sft/train.parquet`, each reading its own with pyarrow: not over a
 memory-mapped copy, whose pages, once read, would stay in every worker's resident memory for the whole pass (6 GB
 of traces at 800k examples). A directory with only `hf/` (a `save_to_disk` copy) is first written out as Parquet.
 
@@ -83,20 +83,26 @@ def tokenize_batch(batch: dict, tok, max_length: int) -> dict:
     return out
 
 
-def tokenize_row_groups(batch: dict, path: str, tok, max_length: int):
-    """The examples of the Parquet row groups in `batch["row_group"]`, tokenised a few hundred at a time and
-    returned as Arrow (int32 lists), so a worker holds Python objects for one small batch only."""
+def tokenize_row_groups(path: str, groups: list[int], tok, max_length: int, out_file: str) -> tuple[int, int]:
+    """Tokenise the examples of the Parquet row groups `groups` a few hundred at a time into the Arrow file
+    `out_file` (datasets' own writer: `Dataset.from_file` maps it), so the caller holds Python objects for one
+    small batch only. Returns (examples written, tokens written)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    from datasets.arrow_writer import ArrowWriter
 
     pf = pq.ParquetFile(path)
     types = {"input_ids": pa.list_(pa.int32()), "labels": pa.list_(pa.int32())}
-    parts = []
-    for group in batch["row_group"]:
-        for rows in pf.read_row_group(group, columns=["prompt", "completion"]).to_batches(MAP_BATCH):
-            out = tokenize_batch(rows.to_pydict(), tok, max_length)
-            parts.append(pa.table({k: pa.array(v, types[k]) for k, v in out.items()}))
-    return pa.concat_tables(parts) if parts else pa.table({k: pa.array([], t) for k, t in types.items()})
+    examples = tokens = 0
+    with ArrowWriter(features=_features(), path=out_file) as writer:
+        for group in groups:
+            for rows in pf.read_row_group(group, columns=["prompt", "completion"]).to_batches(MAP_BATCH):
+                out = tokenize_batch(rows.to_pydict(), tok, max_length)
+                writer.write_table(pa.table({k: pa.array(v, types[k]) for k, v in out.items()}))
+                examples += len(out["input_ids"])
+                tokens += sum(map(len, out["input_ids"]))
+        writer.finalize()
+    return examples, tokens
 
 
 def tokenized_sft(sft_dir: Path, tok, max_length: int, cache_root: Path | None = None,
@@ -124,13 +130,12 @@ def tokenized_sft(sft_dir: Path, tok, max_length: int, cache_root: Path | None =
 
 
 def release_free_memory() -> None:
-    """Hand back to the OS the memory this process has freed but its allocators keep, before forking tokeniser
-    workers: a forked worker starts with every resident page of its parent, counted again in its own RSS (and
-    the `datasets` map forks three processes). Arrow's pool keeps freed buffers (`release_unused`); glibc keeps
-    freed pages in its arenas, one per thread that allocated, and returns only what lies at an arena's top:
-    after an 800k-trace verify stage (whose executor threads unpickle every batch's results), 0.5 GB of the
-    driver's 0.98 GB RSS was glibc's heap and thread arenas, forked into each tokeniser process.
-    `malloc_trim(0)` releases every whole free page in all of them (glibc only: elsewhere it is skipped)."""
+    """Hand back to the OS the memory this process has freed but its allocators keep, before the tokeniser
+    workers start: the driver's RSS counts in the process tree's peak for the whole (long) tokenising pass. Arrow's
+    pool keeps freed buffers (`release_unused`); glibc keeps freed pages in its arenas, one per thread that
+    allocated, and returns only what lies at an arena's top: after an 800k-trace verify stage (whose executor
+    threads unpickle every batch's results), 0.5 GB of the driver's 0.98 GB RSS was glibc's heap and thread
+    arenas. `malloc_trim(0)` releases every whole free page in all of them (glibc only: elsewhere it is skipped)."""
     import ctypes
     import gc
 
@@ -144,9 +149,16 @@ def release_free_memory() -> None:
         pass
 
 
+def _chunks(n_groups: int, procs: int) -> list[list[int]]:
+    """Contiguous runs of row groups (the files concatenate in the source's order), about 8 per process: the
+    load evens out over long and short traces, and progress shows as runs finish."""
+    n = min(n_groups, procs * 8) if procs > 1 else 1
+    bounds = [round(i * n_groups / n) for i in range(n + 1)]
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 def _build(sft_dir: Path, done: Path, tok, max_length: int, num_proc: int | None) -> None:
     import datasets
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     tmp = done.parent / f".{done.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -160,20 +172,18 @@ def _build(sft_dir: Path, done: Path, tok, max_length: int, num_proc: int | None
         meta = pq.ParquetFile(source).metadata
         procs = num_proc or os.cpu_count() or 1
         procs = max(1, min(procs, meta.num_rows // MIN_ROWS_PER_PROC, meta.num_row_groups))
-        if procs > 1:  # each forked worker starts with this process's pages: hand back what is free first
-            release_free_memory()
-        groups = datasets.Dataset.from_dict({"row_group": list(range(meta.num_row_groups))})
-        ds = groups.map(tokenize_row_groups, batched=True, batch_size=1, num_proc=procs if procs > 1 else None,
-                        fn_kwargs={"path": str(source), "tok": tok, "max_length": max_length},
-                        remove_columns=["row_group"], features=_features(),
-                        cache_file_name=str(tmp / "tokens.arrow"), new_fingerprint=done.name, desc="tokenising")
-        # the offsets alone are read: a list's length is the difference of two of them
-        tokens = sum(pc.sum(pc.list_value_length(chunk)).as_py() or 0
-                     for chunk in ds.data.column("input_ids").chunks)
-        files = [Path(f["filename"]).name for f in ds.cache_files] if len(ds) else []
-        stats = {"examples": len(ds), "dropped_over_max_length": meta.num_rows - len(ds), "tokens": int(tokens),
-                 "max_length": max_length, "processes": procs, "files": files}
-        del ds
+        chunks = _chunks(meta.num_row_groups, procs)
+        jobs = [(str(source), groups, tok, max_length, str(tmp / f"tokens-{i:05d}.arrow"))
+                for i, groups in enumerate(chunks)]
+        results = _run(jobs, procs)
+        files = [Path(job[-1]).name for job, (n, _) in zip(jobs, results) if n]
+        for job, (n, _) in zip(jobs, results):
+            if not n:
+                Path(job[-1]).unlink(missing_ok=True)
+        examples = sum(n for n, _ in results)
+        stats = {"examples": examples, "dropped_over_max_length": meta.num_rows - examples,
+                 "tokens": sum(t for _, t in results), "max_length": max_length, "processes": procs,
+                 "files": files}
         (tmp / "source.parquet").unlink(missing_ok=True)
         (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
         shutil.rmtree(done, ignore_errors=True)
@@ -181,3 +191,28 @@ def _build(sft_dir: Path, done: Path, tok, max_length: int, num_proc: int | None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _run(jobs: list[tuple], procs: int) -> list[tuple[int, int]]:
+    """`tokenize_row_groups` over `jobs`: in this process, or in `procs` spawned ones.
+
+    Spawned, not forked, and so not `datasets.map(num_proc=...)`, whose pool forks: a forked worker starts with
+    every resident page of its parent and its RSS counts them all again (after an 800k-trace verify stage the
+    driver holds ~1 GB, and three copies of it were most of the 3.6 GB tree this stage peaked at). A spawned
+    worker holds only the tokenizer and the batch it is on."""
+    from datasets.utils import tqdm
+
+    if procs == 1:
+        return [tokenize_row_groups(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    release_free_memory()  # the pool's own helper threads and queues start from a trimmed heap
+    results: list = [None] * len(jobs)
+    with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(jobs), desc=f"tokenising ({procs} processes)", unit="parts") as bar:
+        futures = {pool.submit(tokenize_row_groups, *job): i for i, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            results[futures[fut]] = fut.result()
+            bar.update(1)
+    return results
