@@ -13,8 +13,8 @@ responses are printed.
 
 Then, timed (`wall_s`): `build_prompts`, `verify_stage` (all cores, decontaminating against MATH-500), then
 `build_sft_dataset` and `tokenized_sft` (SmolLM2's tokenizer, max_length 16,384, all cores). The peak RSS is
-sampled every 0.1 s over the process tree from the first byte written to the last token (`TreeMemory`; PSS is
-printed beside it).
+sampled every 0.1 s over the process tree from the first byte written to the last token (`TreeMemory`; PSS,
+sampled every 2 s, is printed beside it).
 The last line reads `rows N wall_s W peak_rss_gb R`.
 """
 
@@ -47,11 +47,11 @@ MAX_LENGTH = 16_384
 
 class TreeMemory:
     """Peak memory of this process plus all its descendants (verify workers, checker processes, tokeniser
-    processes), sampled every `every` seconds: the sum of RSS (what the goal is stated in; pages a forked child
+    processes): the sum of RSS sampled every `every` seconds (what the goal is stated in; pages a forked child
     shares with its parent count in both, and so do the pages of memory-mapped Arrow files read), the sum of PSS
-    (shared pages split between their sharers) and the sum of RSS less file-backed pages."""
+    (shared pages split between their sharers) and the sum of RSS less file-backed pages, every `full_every`th."""
 
-    def __init__(self, every: float = 0.1):
+    def __init__(self, every: float = 0.1, full_every: int = 20):
         import psutil
 
         self.proc = psutil.Process()
@@ -59,26 +59,33 @@ class TreeMemory:
         self.stage_peak = 0  # RSS peak since the last `lap`
         self.own: list[float] = []  # this process's RSS (GB) at each lap
         self.per_process: dict[int, int] = {}
-        self.every = every
+        # RSS (statm: cheap) every `every` s; PSS and file-backed pages (smaps: a walk of every mapping, half a
+        # core at 0.1 s with four torch-sized processes, taken from the very stages measured) every `full_every`th.
+        self.every, self.full_every = every, full_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         import psutil
 
+        n = 0
         while not self._stop.is_set():
+            full = n % self.full_every == 0
+            n += 1
             rss = pss = anon = 0
             for p in tree(self.proc):
                 try:
-                    mem = p.memory_full_info()
+                    mem = p.memory_full_info() if full else p.memory_info()
                 except psutil.Error:
                     continue
                 rss += mem.rss
-                pss += getattr(mem, "pss", mem.rss)
-                anon += mem.rss - getattr(mem, "shared", 0)  # less file-backed pages (memory-mapped Arrow files)
+                if full:
+                    pss += getattr(mem, "pss", mem.rss)
+                    anon += mem.rss - getattr(mem, "shared", 0)  # less file-backed pages (memory-mapped Arrow files)
                 self.per_process[p.pid] = max(self.per_process.get(p.pid, 0), mem.rss)
-            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-            self.peak_anon = max(self.peak_anon, anon)
+            self.peak_rss = max(self.peak_rss, rss)
+            if full:
+                self.peak_pss, self.peak_anon = max(self.peak_pss, pss), max(self.peak_anon, anon)
             self.stage_peak = max(self.stage_peak, rss)
             self._stop.wait(self.every)
 
