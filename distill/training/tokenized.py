@@ -2,10 +2,10 @@
 
 `tokenized_sft(sft_dir, tok, max_length)` returns the SFT examples as token ids with their labels, built the
 first time by spawned worker processes (one per core) and kept under `<run>/tokenized/<key>/` as the Arrow files
-they wrote with HF `datasets`' writer; later calls (another student with the same tokenizer, every Ray Train rank, a re-run) memory-map those
-instead of tokenising again. The key covers what changes the tokens: the SFT data (its files' names, sizes and
-modification times: a rebuilt sft stage writes new ones), the tokenizer's vocabulary, special tokens and chat
-template, `max_length`, and `TOKENIZE_VERSION`.
+they wrote with HF `datasets`' writer; later calls (another student with the same tokenizer, every Ray Train rank,
+a re-run) memory-map those instead of tokenising again. The key covers what changes the tokens: the SFT data
+(its files' names, sizes and modification times: a rebuilt sft stage writes new ones), the tokenizer's
+vocabulary, special tokens and chat template, `max_length`, and `TOKENIZE_VERSION`.
 
 The workers run over the row groups of `sft/train.parquet`, each reading its own with pyarrow: not over a
 memory-mapped copy, whose pages, once read, would stay in every worker's resident memory for the whole pass (6 GB
@@ -199,7 +199,8 @@ def _run(jobs: list[tuple], procs: int) -> list[tuple[int, int]]:
     Spawned, not forked, and so not `datasets.map(num_proc=...)`, whose pool forks: a forked worker starts with
     every resident page of its parent and its RSS counts them all again (after an 800k-trace verify stage the
     driver holds ~1 GB, and three copies of it were most of the 3.6 GB tree this stage peaked at). A spawned
-    worker holds only the tokenizer and the batch it is on."""
+    worker holds only the tokenizer and the batch it is on. (Spawning re-imports the caller's `__main__` script:
+    entry scripts need a `__main__` guard, as vLLM's CPU build already requires.)"""
     from datasets.utils import tqdm
 
     if procs == 1:
@@ -207,7 +208,7 @@ def _run(jobs: list[tuple], procs: int) -> list[tuple[int, int]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    release_free_memory()  # the pool's own helper threads and queues start from a trimmed heap
+    release_free_memory()  # this process's RSS counts in the tree's peak for the whole pass
     results: list = [None] * len(jobs)
     with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool, \
             tqdm(total=len(jobs), desc=f"tokenising ({procs} processes)", unit="parts") as bar:
