@@ -46,7 +46,10 @@ def sft_dir(root: Path, n: int, words: int) -> Path:
                      "completion": [{"role": "assistant",
                                      "content": assistant_turn(steps, str(a + b), "correct")}]})
     out = root / f"sft-{n}-{words}"
-    datasets.Dataset.from_list(rows).save_to_disk(str(out / "hf"))
+    if (out / "train.parquet").exists():  # made already by an earlier check
+        return out
+    out.mkdir()
+    datasets.Dataset.from_list(rows).to_parquet(str(out / "train.parquet"))  # the sft stage's contract
     return out
 
 
@@ -109,7 +112,8 @@ def fsdp_check(base: str, root: Path, method: str) -> None:
     sft = sft_dir(root, 64, 100)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={torch.cuda.device_count()}",
            __file__, "--fsdp-worker", "--base", base, "--method", method, "--sft", str(sft), "--out", str(out)]
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # keep the caller's packages
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": path}, timeout=900)
 
     reference = AutoModelForCausalLM.from_pretrained(resolve_model(base), dtype=torch.float32).state_dict()
     merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).state_dict()
