@@ -2,13 +2,15 @@
 continuous-batching ideal) versus the pipeline (`distill.shards.run_shards` with the vLLM backend: Ray actor,
 `EngineLoop`, shards, Parquet commits), same engine settings, prompts and sampling.
 
-    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 8 --batches 8 --pairs 3
+    .venv/bin/python bench/generation.py --model smollm2-135m --max-num-seqs 8 --batches 8 --pairs 5
 
 The workload is `--batches` engine batches (`max_num_seqs` requests each) of prompts whose completion lengths are
 heavy-tailed, as R1 traces are (median ~4k tokens, tail to 32k): most prompts ask for a short answer, one in
-`--long-every` asks for a long story, sampled as R1 is (temperature 0.6, top_p 0.95) with `max_tokens` far
-above the median. The measured p99 / median of completion lengths is printed (the tail this bench is about;
->= 4 wanted). The raw engine also runs the same requests batch by batch once (`--batch-size` prompts per
+`--long-every` asks for a long story, with `max_tokens` far above the median. Decoding is greedy by default, so
+both sides generate exactly the same tokens and the ratio measures the pipeline alone. Sampled (`--temperature 0.6`,
+as R1 samples), each run's completions differ: the two sides' token counts differed by up to 10%, and so did
+their tokens/s (per-pair ratios 0.90-1.04). The measured p99 / median of completion lengths is printed (the
+tail this bench is about; >= 4 wanted). The raw engine also runs the same requests batch by batch once (`--batch-size` prompts per
 `generate` call: how the pipeline generated before it kept its engines fed), for comparison.
 
 Side by side: both engines are started once (start-up timed apart, left out of every rate) and kept for the
@@ -77,9 +79,11 @@ class RawWorker:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as the pipeline's CPU actor does
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM, SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         self.llm = LLM(model=model, seed=seed, **engine)
-        self.params = SamplingParams(n=1, **params)
+        # The pipeline's requests ask for their final output only (`EngineWorker._params`): the same here.
+        self.params = SamplingParams(n=1, output_kind=RequestOutputKind.FINAL_ONLY, **params)
         self.tok = self.llm.get_tokenizer()
         self.start_seconds = time.time() - t0
 
@@ -248,14 +252,14 @@ def main() -> None:
     ap.add_argument("--long-every", type=int, default=8, help="one prompt in this many asks for a long text")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--max-model-len", type=int, default=512)
-    ap.add_argument("--temperature", type=float, default=0.6)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0: greedy, the same tokens on both sides")
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 1))
     ap.add_argument("--batch-size", type=int, help="prompts per shard, and per call of the old batch-by-batch "
                                                    "run (default: max_num_seqs)")
     ap.add_argument("--engine", default="{}", help="more vllm.LLM kwargs as JSON")
-    ap.add_argument("--pairs", type=int, default=3, help="raw/pipeline pairs, interleaved ABBA; medians quoted")
+    ap.add_argument("--pairs", type=int, default=5, help="raw/pipeline pairs, interleaved ABBA; medians quoted")
     ap.add_argument("--warmup-batches", type=int, default=2, help="engine batches each engine runs first, unmeasured")
     ap.add_argument("--no-batch-by-batch", action="store_true", help="skip the old batch-by-batch figure")
     args = ap.parse_args()

@@ -159,18 +159,29 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _ask(problem: str) -> str:
+    from distill.spec import DEFAULT_TEMPLATE
+
+    return DEFAULT_TEMPLATE.replace("{problem}", problem)
+
+
 def tiny_spec(name: str, output_dir: str, student_base, with_eval: bool = True) -> dict:
     """The smallest real spec: SmolLM2-135M teacher on 12 arithmetic problems x 6 samples, a tiny LoRA student, and
     (optionally) a 2+2-problem eval. Used by the end-to-end and the cluster tests.
 
-    max_tokens 64: generation is most of these tests' time, and most samples run on to the limit whatever it is.
-    One sample verifies (60 tokens, at seed 0 on the CPU build; at max_tokens 128 too: the engine is seeded once,
-    so every sample that ends within 64 tokens is the same at either limit)."""
+    Generation is most of these tests' time. Without examples most samples ramble on to max_tokens and one in 72
+    verifies; shown two worked turns (`teacher.examples`, as examples/gain.yaml does) the teacher answers in a line
+    or two and a boxed number, so generation is short and the tests do not hang on a single verified sample."""
     spec = {
         "name": name,
         "output_dir": output_dir,
         "seed": 0,
         "teacher": {"model": "smollm2-135m", "num_cpus": 2, "batch_size": 64,
+                    "examples": [{"user": _ask("Tom has 15 marbles and gives away 7. How many marbles are left?"),
+                                  "assistant": "15 - 7 = 8\nThe answer is \\boxed{8}."},
+                                 {"user": _ask("Sue has 23 stickers and gets 14 more. How many stickers does "
+                                                     "Sue have now?"),
+                                  "assistant": "23 + 14 = 37\nThe answer is \\boxed{37}."}],
                     "engine": {"max_model_len": 512, "enforce_eager": True}},
         "prompts": {"sources": [{"path": str(REPO / "datasets_spec/data/arithmetic.jsonl"),
                                  "fields": {"problem": "question", "answer": "answer"}, "limit": 12}]},

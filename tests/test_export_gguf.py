@@ -71,20 +71,12 @@ def test_family_gguf_carries_tokenizer_and_template(family, tiny_family, tmp_pat
     assert (err <= step * (0.5 + 127 * 2**-11) + 1e-7).all()
 
 
-@pytest.mark.slow  # a whole export and reload: out of the unit run
-def test_untrained_llama3_f16_round_trips(tiny_family, tmp_path):
-    """Fast: Llama's q/k permutation undone by transformers' reader gives back the exact model."""
-    base = tiny_family("llama3")
-    export_gguf(base, tmp_path, "tiny", quants=("F16",))
-    identical, _ = compare(base, tmp_path, "tiny", max_new_tokens=12, q8_0=False)
-    assert identical
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["qwen2_5", "qwen3", "llama3"])
 def test_trained_family_student_round_trips(family, trained_family, tmp_path):
     """The EOS tests' students (the same session fixture: trained once for both tests): F16 greedy output
-    identical to the merged model's, Q8_0 top-1 next-token agreement >= 99%."""
+    identical to the merged model's (for Llama, transformers' reader undoing the q/k permutation the writer
+    applies), Q8_0 top-1 next-token agreement >= 99%."""
     merged = trained_family(family)
     export_gguf(merged, tmp_path / "gguf", f"f-{family}")
     identical, agreement = compare(merged, tmp_path / "gguf", f"f-{family}")

@@ -99,8 +99,11 @@ class EngineWorker:
 
     def _params(self, base: dict, n: int, first_index: int, record_no: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
-        kw = engine_params(base)
+        # FINAL_ONLY: the loop reads a request's output once, when it finishes. vLLM's default (CUMULATIVE) builds
+        # every running request's whole output so far at every step: O(length^2) per trace at R1's lengths.
+        kw = {**engine_params(base), "output_kind": RequestOutputKind.FINAL_ONLY}
         if self.per_request_seed:
             # A distinct, reproducible seed per (problem, round): the same spec gives the same traces.
             kw["seed"] = (self.seed * 1_000_003 + record_no * 1009 + first_index) % (2**31)
