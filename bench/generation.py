@@ -7,11 +7,12 @@ continuous-batching ideal) versus the pipeline (`distill.shards.run_shards` with
 The workload is `--batches` engine batches (`max_num_seqs` requests each) of prompts whose completion lengths are
 heavy-tailed, as R1 traces are (median ~4k tokens, tail to 32k): most prompts ask for a short answer, one in
 `--long-every` asks for a long story, with `max_tokens` far above the median. Decoding is greedy by default, so
-both sides generate exactly the same tokens and the ratio measures the pipeline alone. Sampled (`--temperature 0.6`,
-as R1 samples), each run's completions differ: the two sides' token counts differed by up to 10%, and so did
-their tokens/s (per-pair ratios 0.90-1.04). The measured p99 / median of completion lengths is printed (the
-tail this bench is about; >= 4 wanted). The raw engine also runs the same requests batch by batch once (`--batch-size` prompts per
-`generate` call: how the pipeline generated before it kept its engines fed), for comparison.
+both sides generate exactly the same tokens and the ratio measures the pipeline alone. Sampled
+(`--temperature 0.6`, as R1 samples), each run's completions differ: the two sides' token counts differed by up
+to 10%, and so did their tokens/s (per-pair ratios 0.90-1.04). The measured p99 / median of completion lengths is printed (the
+tail this bench is about; >= 4 wanted). The raw engine also runs the same requests batch by batch once
+(`--batch-size` prompts per `generate` call: how the pipeline generated before it kept its engines fed), for
+comparison.
 
 Side by side: both engines are started once (start-up timed apart, left out of every rate) and kept for the
 whole bench, each in a Ray actor placed the same way (`--num-cpus` reserved each, so the same thread count,

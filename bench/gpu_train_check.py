@@ -37,6 +37,9 @@ def sft_dir(root: Path, n: int, words: int) -> Path:
 
     from distill.pipeline.sft import assistant_turn
 
+    out = root / f"sft-{n}-{words}"
+    if (out / "train.parquet").exists():  # made already by an earlier check
+        return out
     rows = []
     for i in range(n):
         a, b = 17 * i + 3, 29 * i + 11
@@ -45,9 +48,6 @@ def sft_dir(root: Path, n: int, words: int) -> Path:
         rows.append({"prompt": [{"role": "user", "content": f"What is {a} + {b}?"}],
                      "completion": [{"role": "assistant",
                                      "content": assistant_turn(steps, str(a + b), "correct")}]})
-    out = root / f"sft-{n}-{words}"
-    if (out / "train.parquet").exists():  # made already by an earlier check
-        return out
     out.mkdir()
     datasets.Dataset.from_list(rows).to_parquet(str(out / "train.parquet"))  # the sft stage's contract
     return out

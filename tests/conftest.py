@@ -180,7 +180,7 @@ def tiny_spec(name: str, output_dir: str, student_base, with_eval: bool = True) 
                     "examples": [{"user": _ask("Tom has 15 marbles and gives away 7. How many marbles are left?"),
                                   "assistant": "15 - 7 = 8\nThe answer is \\boxed{8}."},
                                  {"user": _ask("Sue has 23 stickers and gets 14 more. How many stickers does "
-                                                     "Sue have now?"),
+                                               "Sue have now?"),
                                   "assistant": "23 + 14 = 37\nThe answer is \\boxed{37}."}],
                     "engine": {"max_model_len": 512, "enforce_eager": True}},
         "prompts": {"sources": [{"path": str(REPO / "datasets_spec/data/arithmetic.jsonl"),

@@ -14,6 +14,8 @@ attention functions it has no mask function for), so it is only valid for batche
 
 from __future__ import annotations
 
+import contextlib
+
 NAME = "distill_varlen_sdpa"
 
 
@@ -34,8 +36,6 @@ def _no_cudnn(query):
     sequence, nearly every call is a new length: on an H200 that setup took 1.6 ms (forward) and 2.6 ms (backward)
     of CPU per call, and a 1B student's packed bf16 step was CPU-bound (GPU busy 0.53 of 1.3 s, 11% MFU). Flash
     attention (then memory-efficient) has no per-shape setup; the backward pass follows the forward's kernel."""
-    import contextlib
-
     if not query.is_cuda:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
