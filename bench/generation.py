@@ -9,8 +9,8 @@ heavy-tailed, as R1 traces are (median ~4k tokens, tail to 32k): most prompts as
 `--long-every` asks for a long story, with `max_tokens` far above the median. Decoding is greedy by default, so
 both sides generate exactly the same tokens and the ratio measures the pipeline alone. Sampled
 (`--temperature 0.6`, as R1 samples), each run's completions differ: the two sides' token counts differed by up
-to 10%, and so did their tokens/s (per-pair ratios 0.90-1.04). The measured p99 / median of completion lengths is printed (the
-tail this bench is about; >= 4 wanted). The raw engine also runs the same requests batch by batch once
+to 10%, and so did their tokens/s (per-pair ratios 0.90-1.04). The measured p99 / median of completion lengths
+is printed (the tail this bench is about; >= 4 wanted). The raw engine also runs the same requests batch by batch once
 (`--batch-size` prompts per `generate` call: how the pipeline generated before it kept its engines fed), for
 comparison.
 
